@@ -1,0 +1,118 @@
+"""Typed, validated configuration: one frozen dataclass per concern.
+
+Each dataclass checks its fields on construction and raises ``ConfigError`` with a
+one-line message that names the parameter and what is allowed, so bad input stops
+before any data is read or any run is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.models import MODEL_KINDS
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A parameter is outside what is allowed; the message names it."""
+
+
+def _require(ok: bool, name: str, allowed: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {allowed} (got {value!r})")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional_positive(value: int | None) -> bool:
+    return value is None or (_is_int(value) and value >= 1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "conv"
+    """"conv" (the exercise's conv autoencoder) or "linear" (bias-free PCA baseline)."""
+    latent_dim: int = 100
+    """Size of the code the encoder produces."""
+
+    def __post_init__(self) -> None:
+        _require(self.kind in MODEL_KINDS, "model kind", f"one of {sorted(MODEL_KINDS)}", self.kind)
+        _require(
+            _is_int(self.latent_dim) and self.latent_dim >= 1,
+            "latent_dim",
+            "a positive integer",
+            self.latent_dim,
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = "./data"
+    """Folder holding (or receiving) MNIST under MNIST/raw."""
+    train_limit: int | None = None
+    """Use only the first N training images (None: all 60,000)."""
+    test_limit: int | None = None
+    """Use only the first N test images (None: all 10,000)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
+        for name in ("train_limit", "test_limit"):
+            value = getattr(self, name)
+            _require(_optional_positive(value), name, "a positive integer or empty", value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    """Full passes over the training set."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 128
+    """Training mini-batch size."""
+    seed: int = 0
+    """Seed of the first initialisation and of the batch order."""
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda"."""
+    max_restarts: int = 20
+    """How many fresh initialisations (seed+1, seed+2, ...) to try after a collapse. A
+    collapse shows within 50 steps, so a restart costs about a second; at d=3 most seeds
+    collapse, hence the generous default."""
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs
+        )
+        _require(
+            isinstance(self.lr, (int, float)) and self.lr > 0 and self.lr == self.lr,
+            "lr",
+            "a number > 0",
+            self.lr,
+        )
+        _require(
+            _is_int(self.batch_size) and self.batch_size >= 1,
+            "batch_size",
+            "an integer >= 1",
+            self.batch_size,
+        )
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _require(self.device in DEVICES, "device", f"one of {list(DEVICES)}", self.device)
+        _require(
+            _is_int(self.max_restarts) and self.max_restarts >= 0,
+            "max_restarts",
+            "an integer >= 0",
+            self.max_restarts,
+        )
+
+
+def parse_latent_dims(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated latent list such as "3,10,100,250"."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
+        raise ConfigError(
+            f"latent_dims must be a comma-separated list of positive integers, "
+            f"e.g. 3,10,100,250 (got {text!r})"
+        )
+    return tuple(int(p) for p in parts)

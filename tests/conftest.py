@@ -1,0 +1,21 @@
+"""Shared fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import ensure_mnist
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """A data dir holding the verified MNIST raw files (the repo's git-ignored ./data by default).
+
+    Set AE_TEST_DATA_DIR to use another folder.
+    """
+    data_dir = Path(os.environ.get("AE_TEST_DATA_DIR", REPO_ROOT / "data"))
+    ensure_mnist(data_dir)
+    return data_dir

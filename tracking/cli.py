@@ -1,0 +1,140 @@
+"""The thin command-line layer behind the MLproject entry points.
+
+Every value arrives as a string (from `mlflow run -P` or the shell), is converted and
+validated here into the pipeline's config dataclasses, and rejected with a one-line
+message naming the parameter before any run is created or any data is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, parse_latent_dims
+from pipeline.data import DataError, check_writable
+from tracking import names
+from tracking.runs import Terminated, fail_pending_run, install_sigterm_handler
+
+EXIT_BAD_INPUT = 2
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer (got {text!r})") from None
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {text!r})") from None
+
+
+def _limit(name: str, text: str) -> int | None:
+    value = _integer(name, text)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (all images) or a positive integer (got {text!r})")
+    return value or None
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", default="10", help="passes over the training set (default 10)")
+    p.add_argument("--lr", default="1e-3", help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", default="128", help="mini-batch size (default 128)")
+    p.add_argument("--seed", default="0", help="seed of the first initialisation (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--max-restarts", default="20", help="fresh initialisations after a collapse")
+    p.add_argument("--data-dir", default="./data", help="MNIST folder (default ./data)")
+    p.add_argument("--train-limit", default="0", help="first N training images (0: all)")
+    p.add_argument("--test-limit", default="0", help="first N test images (0: all)")
+    p.add_argument(
+        "--registered-model",
+        default=names.DEFAULT_REGISTERED_MODEL,
+        help=f"registered model name (default {names.DEFAULT_REGISTERED_MODEL})",
+    )
+
+
+def _configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
+    data = DataConfig(
+        data_dir=args.data_dir,
+        train_limit=_limit("train_limit", args.train_limit),
+        test_limit=_limit("test_limit", args.test_limit),
+    )
+    train = TrainConfig(
+        epochs=_integer("epochs", args.epochs),
+        lr=_number("lr", args.lr),
+        batch_size=_integer("batch_size", args.batch_size),
+        seed=_integer("seed", args.seed),
+        device=args.device,
+        max_restarts=_integer("max_restarts", args.max_restarts),
+    )
+    if not args.registered_model.strip():
+        raise ConfigError("registered_model must be a non-empty name")
+    check_writable(data.data_dir)
+    return data, train
+
+
+def _train(args: argparse.Namespace) -> Callable[[], object]:
+    model = ModelConfig(kind=args.kind, latent_dim=_integer("latent_dim", args.latent_dim))
+    data, train = _configs(args)
+
+    def work() -> object:
+        from tracking.training import train_tracked
+
+        return train_tracked(model, data, train, args.registered_model)
+
+    return work
+
+
+def _sweep(args: argparse.Namespace) -> Callable[[], object]:
+    dims = parse_latent_dims(args.latent_dims)
+    linear = ModelConfig(kind="linear", latent_dim=_integer("linear_latent_dim", args.linear_dim))
+    data, train = _configs(args)
+
+    def work() -> object:
+        from tracking.sweep import run_sweep
+
+        return run_sweep(dims, linear.latent_dim, data, train, args.registered_model)
+
+    return work
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tracking.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one autoencoder in an MLflow run")
+    train.add_argument("--kind", default="conv", help="conv or linear (default conv)")
+    train.add_argument("--latent-dim", default="100", help="code size (default 100)")
+    _add_training_args(train)
+    train.set_defaults(prepare=_train)
+    sweep = sub.add_parser("sweep", help="train every latent size and the linear baseline")
+    sweep.add_argument("--latent-dims", default="3,10,100,250", help="conv latent sizes")
+    sweep.add_argument("--linear-dim", default="10", help="linear baseline's latent size")
+    _add_training_args(sweep)
+    sweep.set_defaults(prepare=_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        work = args.prepare(args)  # validation only: no run, no data, no training yet
+    except (ConfigError, DataError) as exc:
+        message = str(exc).splitlines()[0]
+        print(f"error: {message}", file=sys.stderr)
+        fail_pending_run(message)
+        return EXIT_BAD_INPUT
+    install_sigterm_handler()
+    try:
+        work()
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"stopped: {exc or 'interrupted'}; the run was marked KILLED", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

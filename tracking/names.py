@@ -1,0 +1,44 @@
+"""Metric names, tag keys and registry names: the project's vocabulary in MLflow."""
+
+# Per-epoch metrics, always logged with step=epoch.
+TRAIN_MSE = "train_mse"
+TEST_MSE = "test_mse"
+EPOCH_SECONDS = "epoch_seconds"
+IMAGES_PER_SECOND = "train_images_per_second"
+EPOCH_METRICS = (TRAIN_MSE, TEST_MSE, EPOCH_SECONDS, IMAGES_PER_SECOND)
+
+# Summary metrics, logged once at the end of a training run.
+FINAL_TRAIN_MSE = "final_train_mse"  # eval pass over the whole training set, final weights
+FINAL_TEST_MSE = "final_test_mse"
+BEST_TEST_MSE = "best_test_mse"
+BEST_EPOCH = "best_epoch"
+GAP = "generalization_gap"  # final_test_mse - final_train_mse
+PARAMS_TOTAL = "params_total"
+PARAMS_ENCODER = "params_encoder"
+PARAMS_DECODER = "params_decoder"
+TRAIN_SECONDS = "train_seconds"
+COLLAPSE_RESTARTS = "collapse_restarts"
+
+# Tags.
+TAG_KIND = "model_kind"
+TAG_LATENT = "latent_dim"
+TAG_CODE_VERSION = "code_version"
+TAG_INIT_SEED = "init_seed"  # the seed whose initialisation was kept after any restarts
+TAG_COLLAPSE_LOG = "collapse_log"  # one line per collapse that forced a restart
+TAG_FAILURE = "failure_reason"
+TAG_ROLE = "role"  # "train", "sweep" or "comparison"
+TAG_REGISTERED_VERSION = "registered_version"
+
+# Artifacts.
+MODEL_NAME = "model"  # the logged model's name within a run
+RECONSTRUCTION_KEY = "reconstructions"  # step-wise image, one per epoch
+RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
+
+# Registry: one registered model; an alias per configuration and one for the pick.
+DEFAULT_REGISTERED_MODEL = "mnist-autoencoder"
+CHAMPION_ALIAS = "champion"
+
+
+def run_name(kind: str, latent_dim: int) -> str:
+    """The run name and registry alias of a configuration, e.g. "conv-d100"."""
+    return f"{kind}-d{latent_dim}"

@@ -1,0 +1,120 @@
+"""Run lifecycle: every run ends FINISHED, FAILED (with the reason) or KILLED, never RUNNING."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_RUN_ID
+
+from tracking import names
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (as `mlflow run` sends
+    to its child when it is interrupted), so that the run can end KILLED."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def install_sigterm_handler() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:4000]
+
+
+def _finish(run_id: str, status: str, reason: str | None) -> None:
+    """Record the reason and end the run; a tracking failure here must not hide the cause."""
+    try:
+        if reason:
+            MlflowClient().set_tag(run_id, names.TAG_FAILURE, reason)
+        mlflow.end_run(status)
+    except Exception as exc:  # the original exception is re-raised by the caller
+        print(f"warning: could not mark run {run_id} {status}: {_one_line(exc)}")
+
+
+@contextmanager
+def tracked_run(
+    run_name: str | None, tags: dict[str, str], nested: bool = False
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, under `mlflow run`, take over) a run and end it with the right status:
+    FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise."""
+    run = mlflow.start_run(run_name=run_name, nested=nested)
+    run_id = run.info.run_id
+    try:
+        mlflow.set_tags(tags)
+        yield run
+    except (KeyboardInterrupt, Terminated) as exc:
+        _finish(run_id, "KILLED", _one_line(exc) if str(exc) else "interrupted (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        _finish(run_id, "FAILED", _one_line(exc))
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def fail_pending_run(message: str) -> None:
+    """Under `mlflow run` the run exists before our command starts: when input is rejected
+    before any work, end that run FAILED with the message. Called directly: nothing to do."""
+    run_id = os.environ.get(MLFLOW_RUN_ID.name)
+    if not run_id:
+        return
+    client = MlflowClient()
+    client.set_tag(run_id, names.TAG_FAILURE, message)
+    client.set_terminated(run_id, "FAILED")
+
+
+def log_new_params(params: dict[str, object]) -> None:
+    """Log params the run does not have yet. `mlflow run` has already logged the entry
+    point's parameters as the user typed them ("1e-3"); logging the parsed value
+    ("0.001") again would be rejected as a change, and the two mean the same."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def code_version() -> str:
+    """The git commit (with "-dirty" when tracked files differ from it), else a hash of
+    the project's Python sources."""
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--", "pipeline", "tracking", "MLproject"],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                check=False,
+            ).returncode
+            != 0
+        )
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        digest = hashlib.sha256()
+        for package in ("pipeline", "tracking"):
+            for path in sorted((PROJECT_ROOT / package).glob("*.py")):
+                digest.update(path.read_bytes())
+        return "src-" + digest.hexdigest()[:12]
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
