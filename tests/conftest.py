@@ -6,8 +6,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.data import ensure_mnist
+from pipeline.train import flush_denormals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    flush_denormals()  # as the entry points do, before torch starts its worker threads
 
 
 @pytest.fixture(scope="session")

@@ -8,15 +8,33 @@ message naming the parameter before any run is created or any data is touched.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
-from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, parse_latent_dims
+from mlflow.environment_variables import MLFLOW_RUN_ID
+
+from pipeline.config import (
+    DEFAULT_MARGIN,
+    CompareConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_latent_dims,
+)
 from pipeline.data import DataError, check_writable
+from pipeline.train import flush_denormals
 from tracking import names
-from tracking.runs import Terminated, fail_pending_run, install_sigterm_handler
+from tracking.runs import (
+    Terminated,
+    fail_pending_run,
+    guard_killed_status,
+    install_signal_handlers,
+)
 
 EXIT_BAD_INPUT = 2
+LATEST_SWEEP = "latest"
 
 
 def _integer(name: str, text: str) -> int:
@@ -102,6 +120,61 @@ def _sweep(args: argparse.Namespace) -> Callable[[], object]:
     return work
 
 
+def _flag(name: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false (got {text!r})")
+    return value in ("true", "1", "yes")
+
+
+def _compare(args: argparse.Namespace) -> Callable[[], object]:
+    parent = args.parent_run_id.strip()
+    parent = None if parent in ("", LATEST_SWEEP) else parent
+    all_finished = _flag("all_finished", args.all_finished)
+    if parent and all_finished:
+        raise ConfigError("give either parent_run_id or all_finished=true, not both")
+    config = CompareConfig(margin=_number("margin", args.margin), data_dir=args.data_dir)
+    if not args.registered_model.strip():
+        raise ConfigError("registered_model must be a non-empty name")
+    check_writable(config.data_dir)
+    from tracking.query import find_runs
+
+    runs = find_runs(parent, all_finished)  # read-only; no runs to compare is bad input
+
+    def work() -> object:
+        from tracking.compare import run_compare
+
+        return run_compare(runs, config, args.registered_model)
+
+    return work
+
+
+def _add_compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parent-run-id",
+        default=LATEST_SWEEP,
+        help=f"compare this run's training children ({LATEST_SWEEP!r}: the newest sweep)",
+    )
+    p.add_argument(
+        "--all-finished",
+        nargs="?",
+        const="true",
+        default="false",
+        help="compare every finished training run of the experiment instead",
+    )
+    p.add_argument(
+        "--margin",
+        default=str(DEFAULT_MARGIN),
+        help=f"pick the smallest d within this relative margin of the best MSE ({DEFAULT_MARGIN})",
+    )
+    p.add_argument("--data-dir", default="./data", help="MNIST folder, PCA floors' cache")
+    p.add_argument(
+        "--registered-model",
+        default=names.DEFAULT_REGISTERED_MODEL,
+        help="registered model whose champion alias moves to the pick",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tracking.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,10 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--linear-dim", default="10", help="linear baseline's latent size")
     _add_training_args(sweep)
     sweep.set_defaults(prepare=_sweep)
+    compare = sub.add_parser("compare", help="compare finished training runs; set the champion")
+    _add_compare_args(compare)
+    compare.set_defaults(prepare=_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    flush_denormals()  # before torch starts its worker threads
     args = build_parser().parse_args(argv)
     try:
         work = args.prepare(args)  # validation only: no run, no data, no training yet
@@ -127,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         fail_pending_run(message)
         return EXIT_BAD_INPUT
-    install_sigterm_handler()
+    install_signal_handlers()
+    pending_run = os.environ.get(MLFLOW_RUN_ID.name)  # start_run removes it
     try:
         work()
     except (KeyboardInterrupt, Terminated) as exc:
+        guard_killed_status(pending_run)
         print(f"stopped: {exc or 'interrupted'}; the run was marked KILLED", file=sys.stderr)
         return 130
     return 0

@@ -18,6 +18,14 @@ PARAMS_ENCODER = "params_encoder"
 PARAMS_DECODER = "params_decoder"
 TRAIN_SECONDS = "train_seconds"
 COLLAPSE_RESTARTS = "collapse_restarts"
+# Latent quality, from the final model's codes (pipeline/latent.py): computed at training
+# time so that a comparison over many runs only reads them.
+KNN_ACCURACY = "knn5_accuracy"  # 5-NN digit accuracy: fit on training codes, test codes scored
+SILHOUETTE = "silhouette"  # silhouette of the test codes grouped by digit
+LATENT_SECONDS = "latent_quality_seconds"  # cost of encoding both splits and scoring
+# Largest per-pixel std of the final model's outputs over the first 256 test digits; under
+# pipeline.train.COLLAPSE_STD the output no longer depends on the input: collapsed.
+OUTPUT_STD = "output_std"
 
 # Tags.
 TAG_KIND = "model_kind"
@@ -28,6 +36,16 @@ TAG_COLLAPSE_LOG = "collapse_log"  # one line per collapse that forced a restart
 TAG_FAILURE = "failure_reason"
 TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
+# On a comparison run: what it compared and what it picked.
+TAG_COMPARED_RUNS = "compared_run_ids"  # comma-separated
+TAG_EXCLUDED_RUNS = "excluded_run_ids"  # comma-separated, not FINISHED
+TAG_CHAMPION_RUN = "champion_run_id"
+TAG_CHAMPION_VERSION = "champion_version"
+
+ROLE_TRAIN = "train"
+ROLE_SWEEP = "sweep"
+ROLE_COMPARISON = "comparison"
 
 # Artifacts.
 MODEL_NAME = "model"  # the logged model's name within a run

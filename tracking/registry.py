@@ -78,3 +78,17 @@ def load_model(uri: str) -> nn.Module:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise RegistryError(f"no registered model at {uri}: {exc.message}") from exc
         raise
+
+
+def version_of_run(registered_model: str, run_id: str) -> str:
+    """The version of registered_model that run_id logged; RegistryError if there is none."""
+    found = MlflowClient().search_model_versions(
+        f"name = '{registered_model}' and run_id = '{run_id}'"
+    )
+    if not found:
+        raise RegistryError(f"run {run_id} registered no version of {registered_model!r}")
+    return str(max(int(v.version) for v in found))
+
+
+def version_uri(registered_model: str, version: str) -> str:
+    return f"models:/{registered_model}/{version}"

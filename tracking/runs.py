@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,31 @@ class Terminated(BaseException):
     to its child when it is interrupted), so that the run can end KILLED."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+_stop_signal: list[str] = []  # names of the stop signals received, in order
 
 
-def install_sigterm_handler() -> None:
-    signal.signal(signal.SIGTERM, _raise_terminated)
+def _on_stop_signal(signum, frame) -> None:
+    """The first SIGINT/SIGTERM raises; later ones (Ctrl-C under `mlflow run` brings both)
+    only record themselves, so that they cannot cut the run's cleanup short."""
+    _stop_signal.append(signal.Signals(signum).name)
+    if len(_stop_signal) == 1:
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(_stop_message())
+
+
+def _stop_message() -> str:
+    return f"terminated by signal {_stop_signal[0]}"
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+
+
+def stop_if_requested(step: int) -> None:
+    """A training step callback: a signal's exception can be lost when it fires inside a
+    finaliser, which Python reports and ignores; the recorded request still stops here."""
+    if _stop_signal:
+        raise Terminated(_stop_message())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -66,6 +86,20 @@ def tracked_run(
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def guard_killed_status(run_id: str | None) -> None:
+    """Under `mlflow run`, have the run's KILLED status restored once `mlflow run` has
+    exited (see tracking/keep_killed.py). Does nothing when called directly."""
+    if not run_id:
+        return
+    subprocess.Popen(
+        [sys.executable, "-m", "tracking.keep_killed", run_id, str(os.getppid())],
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def fail_pending_run(message: str) -> None:

@@ -1,5 +1,6 @@
 """The `main` entry point: every latent size and the linear baseline as child runs of
-one parent run, each through `mlflow run` so that it is a self-contained MLflow project run."""
+one parent run, each through `mlflow run` so that it is a self-contained MLflow project run,
+then the `compare` entry point on them, the same way."""
 
 from __future__ import annotations
 
@@ -55,12 +56,18 @@ def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered
 
 
 def _run_step(step: Step, params: dict, experiment_id: str) -> str:
+    return _run_entry_point(step.entry_point, params, experiment_id, step.name)
+
+
+def _run_entry_point(
+    entry_point: str, params: dict, experiment_id: str, run_name: str | None = None
+) -> str:
     submitted = mlflow.projects.run(
         str(PROJECT_ROOT),
-        entry_point=step.entry_point,
+        entry_point=entry_point,
         parameters={k: str(v) for k, v in params.items()},
         experiment_id=experiment_id,
-        run_name=step.name,
+        run_name=run_name,
         env_manager="local",  # not inherited from the outer `mlflow run`
         synchronous=True,
     )
@@ -76,7 +83,7 @@ def run_sweep(
 ) -> str:
     """Train every step as a child run of a dated parent run; returns the parent's run id."""
     steps = sweep_steps(latent_dims, linear_dim)
-    tags = {names.TAG_ROLE: "sweep", names.TAG_CODE_VERSION: code_version()}
+    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: code_version()}
     name = "sweep-" + datetime.now().strftime("%Y-%m-%d-%H%M%S")
     with tracked_run(name, tags) as parent:
         log_new_params({"latent_dims": ",".join(map(str, latent_dims)), "linear_dim": linear_dim})
@@ -92,8 +99,32 @@ def run_sweep(
                 print(f"{step.name} failed: {exc}", flush=True)
                 failed.append(step.name)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
+        problems = []
         if failed:
-            raise SweepError(
-                f"{len(failed)} of {len(steps)} training steps failed: " + ", ".join(failed)
+            problems.append(
+                f"{len(failed)} of {len(steps)} training steps failed: {', '.join(failed)}"
             )
+        # Compare whatever finished: the report lists the failed runs as excluded.
+        if len(failed) < len(steps) and not _compare(
+            parent.info.run_id, parent.info.experiment_id, data, registered_model
+        ):
+            problems.append("the comparison failed")
+        if problems:
+            raise SweepError("; ".join(problems))
         return parent.info.run_id
+
+
+def _compare(parent_run_id: str, experiment_id: str, data: DataConfig, registered: str) -> bool:
+    """The `compare` entry point on this sweep's runs; returns whether it succeeded.
+
+    Run through `mlflow run` like the training steps rather than called in-process: the
+    comparison run records its entry point and parameters like any other step, and is
+    rerun by the same command (`mlflow run . -e compare -P parent_run_id=...`)."""
+    print("\n=== compare ===", flush=True)
+    params = {"parent_run_id": parent_run_id, "registered_model": registered}
+    try:
+        _run_entry_point("compare", {**params, "data_dir": data.data_dir}, experiment_id)
+    except ExecutionException as exc:
+        print(f"compare failed: {exc}", flush=True)
+        return False
+    return True

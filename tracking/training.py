@@ -14,11 +14,22 @@ from torch import nn
 from pipeline.config import DataConfig, ModelConfig, TrainConfig
 from pipeline.data import Mnist, load_mnist
 from pipeline.images import reconstruction_grid, sample_indices
+from pipeline.latent import encode_all, latent_quality
 from pipeline.models import build_model, count_params
-from pipeline.train import CollapseEvent, EpochResult, TrainResult, fit, reconstruct, resolve_device
+from pipeline.train import (
+    PROBE_SIZE,
+    CollapseEvent,
+    EpochResult,
+    TrainResult,
+    fit,
+    output_spread,
+    reconstruct,
+    resolve_device,
+    to_model_input,
+)
 from tracking import names
 from tracking.registry import log_and_register
-from tracking.runs import code_version, log_new_params, tracked_run
+from tracking.runs import code_version, log_new_params, stop_if_requested, tracked_run
 
 
 class EpochLogger:
@@ -100,6 +111,25 @@ def _log_summary(result: TrainResult, model: nn.Module, seconds: float) -> None:
     mlflow.set_tag(names.TAG_INIT_SEED, str(result.init_seed))
 
 
+def _log_latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> None:
+    """kNN accuracy and silhouette of the final model's codes, and the spread of its
+    outputs (collapse), as summary metrics."""
+    start = time.perf_counter()
+    spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
+    train_codes, test_codes = (encode_all(model, s.images, device) for s in (data.train, data.test))
+    accuracy, silhouette = latent_quality(
+        train_codes, data.train.labels.numpy(), test_codes, data.test.labels.numpy()
+    )
+    mlflow.log_metrics(
+        {
+            names.KNN_ACCURACY: accuracy,
+            names.SILHOUETTE: silhouette,
+            names.LATENT_SECONDS: time.perf_counter() - start,
+            names.OUTPUT_STD: spread,
+        }
+    )
+
+
 def train_tracked(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -112,7 +142,7 @@ def train_tracked(
         names.TAG_KIND: model_cfg.kind,
         names.TAG_LATENT: str(model_cfg.latent_dim),
         names.TAG_CODE_VERSION: code_version(),
-        names.TAG_ROLE: "train",
+        names.TAG_ROLE: names.ROLE_TRAIN,
     }
     with tracked_run(alias, tags) as run:
         log_new_params(run_params(model_cfg, data_cfg, train_cfg))
@@ -131,8 +161,10 @@ def train_tracked(
             train_cfg,
             on_epoch_end=logger,
             on_collapse=record_collapse,
+            on_step=stop_if_requested,
         )
         _log_summary(result, result.model, time.perf_counter() - start)
+        _log_latent_quality(result.model, data, resolve_device(train_cfg.device))
         mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
         example = (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy()
         version = log_and_register(

@@ -1,0 +1,115 @@
+"""Headless Chromium for tests: install Debian's chromium and chromium-driver where missing,
+open a plotly page, read what it rendered and take a screenshot."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PACKAGES = ("chromium", "chromium-driver")
+# Headless without the networking flags keeps dialling out (FACTS.md). scatter3d needs
+# WebGL: with no GPU, Chromium draws it with SwiftShader, which it now enables only on request.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--window-size=1200,900",
+)
+# What the page drew, read from plotly's own state once it has finished plotting.
+READ_PLOT = """
+const gd = document.querySelector('.js-plotly-plot');
+if (!gd || !gd._fullData || !gd._fullLayout) return null;
+const scene = gd._fullLayout.scene && gd._fullLayout.scene._scene;
+return {
+  traces: gd._fullData.map(t => ({name: t.name, type: t.type, points: t._length})),
+  webgl: Boolean(scene && scene.glplot),
+};
+"""
+
+
+def ensure_chromium() -> tuple[str, str]:
+    """Paths of chromium and chromedriver, installing the Debian packages if either is
+    missing (as root, like CI on a fresh machine)."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=900)
+        install = ["apt-get", "install", "-y", "-qq", *PACKAGES]
+        subprocess.run(install, check=True, env=env, timeout=1800)
+    return shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    traces: list[dict]
+    webgl: bool
+    screenshot: np.ndarray
+    """RGB uint8 (height, width, 3)."""
+
+
+def render(page: Path, chromium: str, chromedriver: str, timeout: float = 30.0) -> Rendered:
+    """Open page (file://) in headless Chromium; return the plot's traces and a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get(page.resolve().as_uri())
+        deadline = time.monotonic() + timeout
+        while (state := driver.execute_script(READ_PLOT)) is None:
+            assert time.monotonic() < deadline, f"no plotly plot in {page} after {timeout} s"
+            time.sleep(0.2)
+        time.sleep(1.0)  # let WebGL finish its first frame
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return Rendered(state["traces"], state["webgl"], image)
+
+
+def colours_drawn(image: np.ndarray, colours: list[str], tolerance: int = 40) -> dict[str, int]:
+    """How many pixels lie within `tolerance` (per channel) of each '#rrggbb' colour."""
+    counts = {}
+    for colour in colours:
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        near = np.abs(image.astype(int) - rgb).max(axis=2) <= tolerance
+        counts[colour] = int(near.sum())
+    return counts
+
+
+def check_rendered(page: Path, counts: list[int], chromium, min_colours: int = 10) -> None:
+    """Assert that page shows ten digit traces with `counts` points, drawn by WebGL and
+    visible in a screenshot: at least min_colours digit colours inside the 3D scene."""
+    from pipeline.plots import DIGIT_COLOURS
+
+    rendered = render(page, *chromium)
+    assert [t["name"] for t in rendered.traces] == [f"digit {d}" for d in range(10)]
+    assert [t["type"] for t in rendered.traces] == ["scatter3d"] * 10
+    assert [t["points"] for t in rendered.traces] == counts
+    assert rendered.webgl, "the 3D scene has no WebGL context: the scatter was not drawn"
+    shot = rendered.screenshot
+    assert shot.std() > 10, "the screenshot is blank"
+    scene = shot[80:, : int(shot.shape[1] * 0.85)]  # below the title, left of the legend
+    drawn = colours_drawn(scene, list(DIGIT_COLOURS))
+    assert sum(n >= 10 for n in drawn.values()) >= min_colours, drawn

@@ -1,0 +1,45 @@
+import pytest
+
+from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, parse_latent_dims
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: ModelConfig(latent_dim=0), "latent_dim"),
+        (lambda: ModelConfig(latent_dim=-3), "latent_dim"),
+        (lambda: ModelConfig(latent_dim=2.5), "latent_dim"),
+        (lambda: ModelConfig(kind="mlp"), "model kind"),
+        (lambda: TrainConfig(epochs=0), "epochs"),
+        (lambda: TrainConfig(lr=0), "lr"),
+        (lambda: TrainConfig(lr=-1e-3), "lr"),
+        (lambda: TrainConfig(lr=float("nan")), "lr"),
+        (lambda: TrainConfig(batch_size=0), "batch_size"),
+        (lambda: TrainConfig(seed=-1), "seed"),
+        (lambda: TrainConfig(device="tpu"), "device"),
+        (lambda: TrainConfig(max_restarts=-1), "max_restarts"),
+        (lambda: DataConfig(train_limit=0), "train_limit"),
+        (lambda: DataConfig(test_limit=-5), "test_limit"),
+    ],
+)
+def test_bad_values_name_the_parameter_and_what_is_allowed(make, name):
+    with pytest.raises(ConfigError) as info:
+        make()
+    message = str(info.value)
+    assert message.startswith(name) and "must be" in message and "\n" not in message
+
+
+def test_defaults_are_the_exercise_settings():
+    cfg = TrainConfig()
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (10, 1e-3, 128)
+
+
+@pytest.mark.parametrize("text", ["3,10,100,250", " 3, 10 ,100,250 "])
+def test_latent_list_parses(text):
+    assert parse_latent_dims(text) == (3, 10, 100, 250)
+
+
+@pytest.mark.parametrize("text", ["", "3,,10", "3;10", "a,b", "3,0", "3,-1", "2.5"])
+def test_unparsable_latent_list_is_rejected(text):
+    with pytest.raises(ConfigError, match="latent_dims must be"):
+        parse_latent_dims(text)

@@ -1,0 +1,161 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import TrainConfig
+from pipeline.data import load_mnist
+from pipeline.models import ConvAutoencoder, build_model
+from pipeline.train import (
+    COLLAPSE_STD,
+    COLLAPSE_WINDOW,
+    CollapseError,
+    NonFiniteLossError,
+    evaluate,
+    fit,
+    output_spread,
+    reconstruct,
+    to_model_input,
+)
+
+
+@pytest.fixture(scope="module")
+def small(mnist_dir):
+    return load_mnist(mnist_dir, train_limit=1024, test_limit=256, log=lambda _: None)
+
+
+def quiet(**kw) -> dict:
+    return {"log": lambda _: None, **kw}
+
+
+def probe(data):
+    return to_model_input(data.train.images[:256], torch.device("cpu"))
+
+
+def losses(result):
+    return [(r.train_mse, r.test_mse) for r in result.history]
+
+
+def dead_conv(latent_dim: int) -> ConvAutoencoder:
+    """A conv autoencoder whose decoder's first ReLU never fires: a collapsed model."""
+    model = ConvAutoencoder(latent_dim)
+    with torch.no_grad():
+        model.decoder[0].weight.zero_()
+        model.decoder[0].bias.fill_(-1.0)
+    return model
+
+
+def collapsing_first(latent_dim: int):
+    """A build function whose first model is collapsed and later ones are normal."""
+    calls = []
+
+    def build():
+        calls.append(1)
+        return dead_conv(latent_dim) if len(calls) == 1 else ConvAutoencoder(latent_dim)
+
+    return build
+
+
+def test_loss_falls_on_a_small_slice(small):
+    cfg = TrainConfig(epochs=4, batch_size=32)
+    result = fit(lambda: build_model("linear", 10), small, cfg, **quiet())
+    train, test = zip(*losses(result), strict=True)
+    assert list(train) == sorted(train, reverse=True) and train[-1] < 0.7 * train[0]
+    assert test[-1] < 0.7 * test[0]
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+
+
+def test_same_seed_gives_the_same_losses(small):
+    cfg = TrainConfig(epochs=2, seed=3)
+    first = fit(lambda: build_model("conv", 10), small, cfg, **quiet())
+    second = fit(lambda: build_model("conv", 10), small, cfg, **quiet())
+    assert losses(first) == losses(second)
+    other = fit(lambda: build_model("conv", 10), small, TrainConfig(epochs=2, seed=4), **quiet())
+    assert losses(other) != losses(first)
+
+
+def test_train_mse_is_a_per_sample_mean_over_uneven_batches(small):
+    # With a vanishing learning rate the weights stay put, so the running training loss
+    # must equal the per-sample MSE of the initial model, although the last batch of
+    # 1024 images in batches of 300 holds only 124.
+    torch.manual_seed(0)
+    initial = build_model("linear", 10)
+    x = to_model_input(small.train.images, torch.device("cpu"))
+    expected = F.mse_loss(initial(x), x).item()
+    cfg = TrainConfig(epochs=1, lr=1e-12, batch_size=300)
+    result = fit(lambda: build_model("linear", 10), small, cfg, **quiet())
+    assert result.history[0].train_mse == pytest.approx(expected, rel=1e-6)
+    assert result.final_train_mse == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluate_does_not_depend_on_the_batch_size(small):
+    model = build_model("linear", 10)
+    x = to_model_input(small.test.images, torch.device("cpu"))
+    full = F.mse_loss(model(x), x).item()
+    assert evaluate(model, x, batch_size=7) == pytest.approx(full, rel=1e-6)
+
+
+def test_collapse_restarts_with_the_next_seed_and_reports_it(small):
+    reported, collapses = [], []
+    result = fit(
+        collapsing_first(3),
+        small,
+        TrainConfig(epochs=2, seed=5),
+        on_epoch_end=lambda r, m: reported.append(r.epoch),
+        on_collapse=collapses.append,
+        **quiet(),
+    )
+    assert [(c.attempt, c.seed) for c in collapses] == [(0, 5)]
+    assert collapses[0].output_std < COLLAPSE_STD
+    assert result.init_seed == 6 and result.collapses == collapses
+    assert reported == [1, 2]  # nothing from the discarded initialisation
+    assert output_spread(result.model, probe(small)) > COLLAPSE_STD
+    # The kept model is exactly what a fresh run with the next seed gives.
+    fresh = fit(lambda: ConvAutoencoder(3), small, TrainConfig(epochs=2, seed=6), **quiet())
+    assert losses(result) == losses(fresh)
+
+
+def test_a_real_collapse_is_detected_and_recovered(mnist_dir):
+    # Measured: the exercise's conv model at d=3 with seed 0 collapses within 25 steps.
+    data = load_mnist(mnist_dir, train_limit=4096, test_limit=256, log=lambda _: None)
+    result = fit(lambda: ConvAutoencoder(3), data, TrainConfig(epochs=1, seed=0), **quiet())
+    assert result.collapses and result.collapses[0].seed == 0
+    assert result.collapses[0].step <= COLLAPSE_WINDOW
+    assert result.init_seed == len(result.collapses)
+    assert output_spread(result.model, probe(data)) > COLLAPSE_STD
+    assert result.history[-1].test_mse < 0.1  # the all-black output scores 0.114
+
+
+def test_collapse_after_epochs_were_recorded_fails_loudly(small):
+    # Batches of 4 put the end of epoch 1 past the collapse window, so it is reported;
+    # killing the decoder then must raise, not go on as if the model were fine.
+    def kill(result, model):
+        with torch.no_grad():
+            model.decoder[0].weight.zero_()
+            model.decoder[0].bias.fill_(-100.0)  # beyond what Adam's momentum undoes
+
+    cfg = TrainConfig(epochs=2, batch_size=4)
+    with pytest.raises(CollapseError, match="epoch 2"):
+        fit(lambda: ConvAutoencoder(10), small, cfg, on_epoch_end=kill, **quiet())
+
+
+def test_every_seed_collapsing_raises_with_the_seeds_tried(small):
+    cfg = TrainConfig(epochs=1, seed=7, max_restarts=2)
+    with pytest.raises(CollapseError, match="from 7 to 9"):
+        fit(lambda: dead_conv(3), small, cfg, **quiet())
+
+
+def test_non_finite_loss_stops_training(small):
+    def broken():
+        model = build_model("linear", 10)
+        with torch.no_grad():
+            model.encoder.weight[0, 0] = float("nan")
+        return model
+
+    with pytest.raises(NonFiniteLossError, match="nan at epoch 1"):
+        fit(broken, small, TrainConfig(epochs=3), **quiet())
+
+
+def test_reconstruct_returns_cpu_images(small):
+    model = build_model("conv", 10)
+    out = reconstruct(model, small.test.images[:5])
+    assert out.shape == (5, 28, 28) and out.device.type == "cpu"

@@ -1,0 +1,54 @@
+"""Bad input: one line naming the parameter, a non-zero exit, and no work done."""
+
+import pytest
+
+from tests.tracking.conftest import small_args
+from tracking import names
+from tracking.cli import main
+
+BAD_INPUT = [
+    (["train", "--latent-dim", "0"], "latent_dim must be a positive integer"),
+    (["train", "--latent-dim", "-3"], "latent_dim must be a positive integer"),
+    (["train", "--latent-dim", "ten"], "latent_dim must be an integer"),
+    (["train", "--latent-dim", "2.5"], "latent_dim must be an integer"),
+    (["train", "--epochs", "0"], "epochs must be an integer >= 1"),
+    (["train", "--lr", "0"], "lr must be a number > 0"),
+    (["train", "--lr", "-0.1"], "lr must be a number > 0"),
+    (["train", "--lr", "fast"], "lr must be a number"),
+    (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["train", "--train-limit", "-1"], "train_limit must be 0"),
+    (["train", "--device", "tpu"], "device must be one of"),
+    (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
+    (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
+    (["sweep", "--epochs", "-2"], "epochs must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_rejected_before_any_run(store, monkeypatch, capsys, args, message):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.chdir(store.root)
+    assert main([*args, "--data-dir", str(store.root / "data")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: " + message), lines
+    assert store.runs() == []
+    assert not (store.root / "data").exists()
+
+
+def test_unwritable_data_dir_is_rejected_with_a_non_zero_exit(store):
+    blocker = store.root / "a-file"
+    blocker.write_text("not a folder")
+    result = store.cli("train", "--data-dir", str(blocker / "data"))
+    assert result.returncode == 2
+    assert "cannot be created or written" in result.stderr
+    assert store.runs() == []
+
+
+@pytest.mark.slow
+def test_bad_input_under_mlflow_run_ends_that_run_failed(store, mnist_dir):
+    result = store.mlflow_run("train", **small_args(mnist_dir, latent_dim=0))
+    assert result.returncode != 0
+    (run,) = store.runs()
+    assert run.info.status == "FAILED"
+    assert "latent_dim must be a positive integer" in run.data.tags[names.TAG_FAILURE]
+    assert names.TEST_MSE not in run.data.metrics  # no training happened

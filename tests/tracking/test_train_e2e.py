@@ -1,0 +1,231 @@
+"""The `train` and `main` entry points through `mlflow run`, into a temporary SQLite store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.tracking.conftest import cli_command, make_store, mlflow_command, small_args
+from tracking import names
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+LOAD_AND_SCORE = """
+import json, sys, inspect
+import mlflow, torch, torch.nn.functional as F
+from torchvision.datasets import MNIST
+model = mlflow.pytorch.load_model(sys.argv[1], map_location="cpu")
+test = MNIST(sys.argv[2], train=False, download=False)
+x = test.data[: int(sys.argv[3])].unsqueeze(1).float() / 255
+with torch.inference_mode():
+    mse = F.mse_loss(model(x), x, reduction="sum").double().item() / x.numel()
+    code = model.encode(x[:4])
+print(json.dumps({"mse": mse, "code": list(code.shape), "module": inspect.getfile(type(model))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    """One conv run through `mlflow run . -e train`, shared by the checks below."""
+    store = make_store(tmp_path_factory.mktemp("train-store"))
+    result = store.mlflow_run(
+        "train",
+        **small_args(mnist_dir, latent_dim=10, epochs=EPOCHS, train_limit=2048, test_limit=512),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = store.runs()
+    return store, run, result
+
+
+def test_run_is_finished_and_named(trained):
+    _, run, _ = trained
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "conv-d10"
+    tags = run.data.tags
+    assert (tags[names.TAG_KIND], tags[names.TAG_LATENT]) == ("conv", "10")
+    assert tags[names.TAG_CODE_VERSION]
+
+
+def test_params_record_the_configuration(trained):
+    _, run, _ = trained
+    params = run.data.params
+    expected = {
+        "model_kind": "conv",
+        "latent_dim": "10",
+        "epochs": str(EPOCHS),
+        "lr": "0.001",
+        "batch_size": "128",
+        "seed": "0",
+        "device": "auto",
+        "device_used": "cpu",
+        "train_limit": "2048",
+        "test_limit": "512",
+    }
+    assert expected.items() <= params.items()
+
+
+def test_every_epoch_has_its_metrics(trained):
+    store, run, _ = trained
+    for key in names.EPOCH_METRICS:
+        history = store.client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), key
+    test = [m.value for m in store.client.get_metric_history(run.info.run_id, names.TEST_MSE)]
+    assert test[-1] < test[0]
+
+
+def test_summary_metrics(trained):
+    _, run, _ = trained
+    m = run.data.metrics
+    assert m[names.PARAMS_TOTAL] == 228_235
+    assert m[names.PARAMS_ENCODER] + m[names.PARAMS_DECODER] == m[names.PARAMS_TOTAL]
+    assert m[names.GAP] == pytest.approx(m[names.FINAL_TEST_MSE] - m[names.FINAL_TRAIN_MSE])
+    assert m[names.BEST_TEST_MSE] <= m[names.FINAL_TEST_MSE]
+    assert 1 <= m[names.BEST_EPOCH] <= EPOCHS
+
+
+def test_dataset_input_is_recorded(trained):
+    _, run, _ = trained
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist-training", "mnist-testing"}
+    assert len({d.digest for d in inputs.values()}) == 1
+    assert "MNIST" in json.loads(inputs["mnist-training"].source)["uri"]
+
+
+def test_reconstruction_images_per_epoch_and_final(trained):
+    store, run, _ = trained
+    files = [a.path for a in store.client.list_artifacts(run.info.run_id, "images")]
+    steps = {int(p.split("+step+")[1].split("+")[0]) for p in files if p.endswith(".png")}
+    assert steps == set(range(1, EPOCHS + 1))
+    top = [a.path for a in store.client.list_artifacts(run.info.run_id)]
+    assert names.RECONSTRUCTION_FILE in top
+
+
+def test_model_is_registered_under_its_alias(trained):
+    store, run, _ = trained
+    version = store.client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, "conv-d10")
+    assert version.run_id == run.info.run_id
+    assert version.tags["run_id"] == run.info.run_id
+    assert run.data.tags[names.TAG_REGISTERED_VERSION] == str(version.version)
+
+
+def test_registered_model_reloaded_in_a_fresh_process_reproduces_the_logged_mse(trained, mnist_dir):
+    store, run, _ = trained
+    uri = f"models:/{names.DEFAULT_REGISTERED_MODEL}@conv-d10"
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_SCORE, uri, str(mnist_dir), "512"],
+        cwd=store.root,
+        env=store.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["mse"] == pytest.approx(run.data.metrics[names.FINAL_TEST_MSE], rel=1e-5)
+    assert loaded["code"] == [4, 10]  # encode() survives the registry
+    assert str(store.root) in loaded["module"]  # the class came with the model, not the repo
+
+
+def test_sweep_runs_every_step_as_a_child_of_one_parent(store, mnist_dir):
+    result = store.mlflow_run("main", **small_args(mnist_dir, latent_dims="3,10", epochs=1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = store.runs()
+    (parent,) = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep-")
+    children = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        and r.data.tags.get(names.TAG_ROLE) == "train"
+    ]
+    assert sorted(r.info.run_name for r in children) == ["conv-d10", "conv-d3", "linear-d10"]
+    assert {r.info.status for r in children} == {"FINISHED"}
+    client = store.client
+    for alias in ("conv-d3", "conv-d10", "linear-d10"):
+        version = client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, alias)
+        assert version.run_id in {r.info.run_id for r in children}
+
+
+def wait_for_metric(store, key: str, timeout: float = 240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = store.runs()
+        if runs and key in runs[0].data.metrics:
+            return runs[0]
+        time.sleep(0.5)
+    log = (store.root / "process.log").read_text()[-3000:]
+    raise AssertionError(f"no run logged {key} within {timeout} s:\n{log}")
+
+
+def test_sigterm_ends_the_run_killed_keeping_its_epochs(store, mnist_dir):
+    proc = store.popen(
+        cli_command(
+            "train",
+            "--latent-dim",
+            "10",
+            "--epochs",
+            "200",
+            "--train-limit",
+            "2048",
+            "--test-limit",
+            "256",
+            "--data-dir",
+            str(mnist_dir),
+        )
+    )
+    try:
+        wait_for_metric(store, names.TEST_MSE)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    (run,) = store.runs()
+    assert proc.returncode == 130
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags[names.TAG_FAILURE]
+    assert store.client.get_metric_history(run.info.run_id, names.TEST_MSE)
+
+
+def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
+    params = small_args(mnist_dir, latent_dim=10, epochs=200, train_limit=2048)
+    proc = store.popen(mlflow_command("train", params))
+    try:
+        wait_for_metric(store, names.TEST_MSE)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    # `mlflow run` itself marks the run FAILED as it exits; the status is put back.
+    deadline = time.time() + 30
+    while (run := store.runs()[0]).info.status != "KILLED" and time.time() < deadline:
+        time.sleep(0.5)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[names.TAG_FAILURE].startswith("interrupted")
+    assert store.client.get_metric_history(run.info.run_id, names.TEST_MSE)
+
+
+def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir):
+    # A learning rate of 1e30 drives the weights to inf within ten steps.
+    result = store.cli(
+        "train",
+        "--latent-dim",
+        "10",
+        "--lr",
+        "1e30",
+        "--train-limit",
+        "2048",
+        "--test-limit",
+        "256",
+        "--data-dir",
+        str(mnist_dir),
+    )
+    assert result.returncode != 0
+    (run,) = store.runs()
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLossError: training loss became nan" in run.data.tags[names.TAG_FAILURE]

@@ -1,0 +1,186 @@
+"""Finding the runs to compare and reading them into typed pandas frames (I/O only).
+
+Runs are read only through MLflow's API, from whatever tracking URI and experiment are
+active (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID or MLFLOW_EXPERIMENT_NAME, as for any
+MLflow command). Parameters come back from MLflow as strings: PARAM_TYPES casts them,
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID, MLFLOW_EXPERIMENT_NAME
+from mlflow.exceptions import MlflowException
+
+from pipeline.config import ConfigError
+from tracking import names
+
+DEFAULT_EXPERIMENT_ID = "0"
+FINISHED = "FINISHED"
+PAGE_SIZE = 1000
+HISTORY_METRICS = (names.TRAIN_MSE, names.TEST_MSE)
+SUMMARY_METRICS = (
+    names.FINAL_TRAIN_MSE,
+    names.FINAL_TEST_MSE,
+    names.BEST_TEST_MSE,
+    names.BEST_EPOCH,
+    names.PARAMS_TOTAL,
+    names.PARAMS_ENCODER,
+    names.PARAMS_DECODER,
+    names.TRAIN_SECONDS,
+    names.COLLAPSE_RESTARTS,
+    names.KNN_ACCURACY,
+    names.SILHOUETTE,
+    names.OUTPUT_STD,
+)
+# The one place where MLflow's string parameters get their real types (pandas dtypes;
+# "Int64" keeps a missing value as <NA> instead of turning the column into floats).
+PARAM_TYPES = {
+    "latent_dim": "Int64",
+    "epochs": "Int64",
+    "lr": "float64",
+    "batch_size": "Int64",
+    "seed": "Int64",
+    "max_restarts": "Int64",
+    "train_limit": "Int64",
+    "test_limit": "Int64",
+    "device_used": "string",
+    "registered_model": "string",  # logged by `mlflow run` (entry point parameter)
+}
+
+
+class NoRunsError(ConfigError):
+    """Nothing to compare: bad input, rejected like a bad parameter (exit 2)."""
+
+
+@dataclass(frozen=True)
+class RunSet:
+    """What a comparison reads: finished training runs, the ones left out, their curves."""
+
+    runs: pd.DataFrame
+    """One row per FINISHED training run: ids, name, start time, typed params, metrics."""
+    excluded: pd.DataFrame
+    """run_id, run_name, status of the training runs that did not finish."""
+    histories: pd.DataFrame
+    """Long format: run_id, metric, step, value for HISTORY_METRICS of the finished runs."""
+    experiment_id: str
+    source: str
+    """Which runs these are, in words, e.g. "children of sweep sweep-... (<id>)"."""
+
+
+def current_experiment_id() -> str:
+    """The experiment any MLflow command would use now: MLFLOW_EXPERIMENT_ID, else
+    MLFLOW_EXPERIMENT_NAME, else the Default experiment."""
+    if MLFLOW_EXPERIMENT_ID.get():
+        return MLFLOW_EXPERIMENT_ID.get()
+    name = MLFLOW_EXPERIMENT_NAME.get()
+    if not name:
+        return DEFAULT_EXPERIMENT_ID
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        raise NoRunsError(f"no experiment named {name!r} at {mlflow.get_tracking_uri()}")
+    return experiment.experiment_id
+
+
+def _search(experiment_id: str, filter_string: str, **kwargs) -> Iterator[Run]:
+    client, token = MlflowClient(), None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string, max_results=PAGE_SIZE, page_token=token, **kwargs
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def latest_sweep(experiment_id: str) -> Run:
+    """The newest run tagged role=sweep in the experiment."""
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.{names.TAG_ROLE} = '{names.ROLE_SWEEP}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not found:
+        raise NoRunsError(
+            f"no sweep run (tag {names.TAG_ROLE}={names.ROLE_SWEEP}) in experiment "
+            f"{experiment_id} at {mlflow.get_tracking_uri()}: run the main entry point first, "
+            "or pass --parent-run-id or --all-finished"
+        )
+    return found[0]
+
+
+def _get_run(run_id: str) -> Run:
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise NoRunsError(f"no run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+
+
+def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> RunSet:
+    """Training runs of the latest sweep (default), of a given parent run, or every one in
+    the current experiment. Raises NoRunsError when none of them finished."""
+    train_filter = f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"
+    if all_finished:
+        experiment_id = current_experiment_id()
+        source = f"every finished training run of experiment {experiment_id}"
+    else:
+        parent = _get_run(parent_run_id) if parent_run_id else latest_sweep(current_experiment_id())
+        experiment_id = parent.info.experiment_id
+        train_filter += f" and tags.`{names.TAG_PARENT_RUN}` = '{parent.info.run_id}'"
+        source = f"children of {parent.info.run_name} ({parent.info.run_id})"
+    found = list(_search(experiment_id, train_filter, order_by=["attributes.start_time ASC"]))
+    finished = [r for r in found if r.info.status == FINISHED]
+    if not finished:
+        raise NoRunsError(
+            f"no finished training runs to compare among the {source} "
+            f"({len(found)} training runs, none FINISHED) at {mlflow.get_tracking_uri()}"
+        )
+    left_out = [r.info for r in found if r.info.status != FINISHED]
+    excluded = pd.DataFrame(
+        [(i.run_id, i.run_name, i.status) for i in left_out],
+        columns=["run_id", "run_name", "status"],
+    )
+    runs = runs_frame(finished)
+    return RunSet(runs, excluded, metric_histories(runs["run_id"]), experiment_id, source)
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """One typed row per run: params cast by PARAM_TYPES, summary metrics as floats."""
+    rows = []
+    for run in runs:
+        params, tags = run.data.params, run.data.tags
+        row = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+            "kind": params.get("model_kind", tags.get(names.TAG_KIND)),
+            "registered_version": tags.get(names.TAG_REGISTERED_VERSION),
+        }
+        row.update({key: params.get(key) for key in PARAM_TYPES})
+        row["latent_dim"] = params.get("latent_dim", tags.get(names.TAG_LATENT))
+        row.update({key: run.data.metrics.get(key, float("nan")) for key in SUMMARY_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows).astype(PARAM_TYPES)
+    return frame.astype({"kind": "string", "registered_version": "string"})
+
+
+def metric_histories(run_ids: pd.Series) -> pd.DataFrame:
+    """Every logged value of HISTORY_METRICS, one row per (run, metric, step)."""
+    client = MlflowClient()
+    rows = [
+        (run_id, key, m.step, m.value)
+        for run_id in run_ids
+        for key in HISTORY_METRICS
+        for m in client.get_metric_history(run_id, key)
+    ]
+    frame = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    return frame.astype({"step": "int64", "value": "float64"})
