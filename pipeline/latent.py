@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from pipeline.train import EVAL_BATCH, prepare_model, to_model_input
@@ -75,5 +76,6 @@ def project_3d(codes: np.ndarray) -> np.ndarray:
     if codes.shape[1] <= 3:
         return np.pad(codes, ((0, 0), (0, 3 - codes.shape[1])))
     centered = codes - codes.mean(axis=0)
-    _, _, components = np.linalg.svd(centered, full_matrices=False)
+    with threadpool_limits(1, user_api="blas"):  # see pipeline.pca.compute_floors
+        _, _, components = np.linalg.svd(centered, full_matrices=False)
     return centered @ components[:3].T

@@ -101,7 +101,8 @@ def recommend(report: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Recommend
     within `margin` (relative) of the lowest; at equal size, the lower MSE wins."""
     rule = (
         f"Among the models that did not collapse, pick the smallest latent size whose final "
-        f"test MSE is within {margin:.0%} of the lowest final test MSE; at equal size, the "
+        f"test MSE is within {margin:.0%} ({10 * math.log10(1 + margin):.1f} dB of PSNR) of the "
+        "lowest final test MSE; at equal size, the "
         "lower MSE wins."
     )
     healthy = report[~report["collapsed"]]

@@ -18,6 +18,7 @@ PARAMS_ENCODER = "params_encoder"
 PARAMS_DECODER = "params_decoder"
 TRAIN_SECONDS = "train_seconds"
 COLLAPSE_RESTARTS = "collapse_restarts"
+TRACKING_SECONDS = "tracking_seconds"  # time in MLflow calls: epochs, images, dataset, model
 # Latent quality, from the final model's codes (pipeline/latent.py): computed at training
 # time so that a comparison over many runs only reads them.
 KNN_ACCURACY = "knn5_accuracy"  # 5-NN digit accuracy: fit on training codes, test codes scored

@@ -1,0 +1,126 @@
+"""Study benchmark: the whole default main job as a user runs it, timed and measured.
+
+Runs `mlflow run <project> -e main --env-manager local` in a fresh temporary folder, so
+that it uses MLflow's embedded default store (./mlflow.db there), samples the memory of
+the whole process tree, then reads the tracking overhead back from the runs
+(tracking_seconds against the epochs' training time).
+
+    .venv/bin/python -m benchmarks.study                       # the full default study
+    .venv/bin/python -m benchmarks.study -P epochs=1 -P train_limit=2048 -P test_limit=512
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from mlflow import MlflowClient
+
+from tracking import names
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def tree_memory(proc: psutil.Process) -> int:
+    """Proportional set size of the process tree: shared pages (torch's libraries, mapped
+    by every process) counted once in all, unlike summed RSS."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().pss
+    return total
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, int]:
+    """Wall seconds, peak memory (PSS) of the process tree, and the exit code."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, tree_memory(root))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = proc.wait()
+    done.set()
+    sampler.join()
+    return time.perf_counter() - start, peak, code
+
+
+def overhead(store: str) -> list[tuple[str, float, float]]:
+    """(run name, tracking seconds, training seconds) of every training run."""
+    client = MlflowClient(store)
+    rows = []
+    for run in client.search_runs(["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"):
+        epochs = client.get_metric_history(run.info.run_id, names.EPOCH_SECONDS)
+        rows.append(
+            (
+                run.info.run_name,
+                run.data.metrics.get(names.TRACKING_SECONDS, float("nan")),
+                sum(m.value for m in epochs),
+            )
+        )
+    return sorted(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-P",
+        dest="params",
+        action="append",
+        default=[],
+        help="an entry point parameter, as for mlflow run",
+    )
+    args = parser.parse_args()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
+        cmd = [
+            str(bin_dir / "mlflow"),
+            "run",
+            str(PROJECT),
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            "-P",
+            f"data_dir={PROJECT / 'data'}",
+        ]
+        for p in args.params:
+            cmd += ["-P", p]
+        wall, peak, code = run_measured(cmd, Path(tmp), env)
+        rows = overhead(f"sqlite:///{tmp}/mlflow.db")
+    print(
+        f"\nmain job: exit {code}, wall time {wall:.0f} s ({wall / 60:.1f} min), "
+        f"peak memory (PSS) of the process tree {peak / 2**30:.2f} GiB"
+    )
+    tracked = sum(r[1] for r in rows)
+    trained = sum(r[2] for r in rows)
+    for name, t, e in rows:
+        print(f"  {name:12s} tracking {t:6.2f} s of training {e:7.1f} s ({t / e:.1%})")
+    if trained:
+        print(
+            f"  tracking overhead, all runs: {tracked:.1f} s of {trained:.0f} s "
+            f"({tracked / trained:.2%})"
+        )
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

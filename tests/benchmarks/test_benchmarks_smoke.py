@@ -1,0 +1,64 @@
+"""Each benchmark run as a user runs it, on a tiny size, so that none of them can rot.
+
+They must finish and print their figures; no test asserts a time. Each runs in an empty
+folder with no MLflow variables inherited, and must leave that folder empty.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(name: str, *args: str, cwd: Path) -> str:
+    """`python -m benchmarks.NAME ARGS` in cwd; its output, once it exited 0 leaving cwd empty."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONPATH=str(REPO_ROOT), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(cwd.iterdir()) == []
+    return result.stdout
+
+
+def test_epoch_benchmark_prints_the_speed_up_of_both_models(tmp_path, mnist_dir):
+    sizes = ["--train-limit", "1024", "--test-limit", "256", "--data-dir", str(mnist_dir)]
+    out = run_benchmark("epoch", "--epochs", "1", *sizes, cwd=tmp_path)
+    assert "conv d=100" in out and "linear d=10" in out
+    assert out.count("median epoch: reference") == out.count("speed-up") == 2
+    assert out.count("test MSE after 1 epochs: reference") == 2
+
+
+def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
+    params = ["latent_dims=3", "epochs=1", "train_limit=1024", "test_limit=256"]
+    out = run_benchmark("study", *(a for p in params for a in ("-P", p)), cwd=tmp_path)
+    (job,) = [line for line in out.splitlines() if line.startswith("main job: exit 0, wall time")]
+    assert "peak memory" in job
+    for model in ("conv-d3", "linear-d10"):
+        assert any(line.split()[:2] == [model, "tracking"] for line in out.splitlines()), model
+    assert "tracking overhead, all runs:" in out
+
+
+def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mnist_dir):
+    out = run_benchmark(
+        "compare", "--runs", "12", "--epochs", "2", "--data-dir", str(mnist_dir), cwd=tmp_path
+    )
+    assert "store: 12 finished training runs of 2 epochs (5 trained, 7 copies)" in out
+    assert "compare --all-finished: exit 0, FINISHED, wall time" in out
+    assert "the 30 s target" in out
+    assert "report.csv 12 rows (12 distinct runs:" in out
