@@ -42,10 +42,15 @@ def psnr(mse: float) -> float:
 
 
 def curves(histories: pd.DataFrame) -> pd.DataFrame:
-    """Histories as one row per (run_id, epoch) with train_mse, test_mse and gap columns."""
+    """Histories as one row per (run_id, epoch) with train_mse, test_mse and gap columns.
+
+    The gap is test_mse minus train_eval_mse, the training MSE of the same end-of-epoch
+    weights; runs without it fall back to train_mse, the mean over the epoch's batches,
+    which lags the weights and so overstates how the gap grows."""
     wide = histories.pivot_table(index=["run_id", "step"], columns="metric", values="value")
     wide = wide.reset_index().rename(columns={"step": "epoch"}).sort_values(["run_id", "epoch"])
-    wide["gap"] = wide["test_mse"] - wide["train_mse"]
+    same_weights = wide.get("train_eval_mse", wide["train_mse"]).fillna(wide["train_mse"])
+    wide["gap"] = wide["test_mse"] - same_weights
     return wide
 
 

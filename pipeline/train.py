@@ -34,6 +34,10 @@ COLLAPSE_WINDOW = 200
 PROBE_SIZE = 256
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 EVAL_BATCH = 1000
+# The per-epoch gap compares test MSE with the training MSE of the same weights, measured
+# on this many fixed training images (the first ones): as many as the test set holds, at
+# a sixth of the cost of the whole training set.
+TRAIN_EVAL_SIZE = 10_000
 
 
 class CollapseError(RuntimeError):
@@ -48,9 +52,13 @@ class NonFiniteLossError(RuntimeError):
 class EpochResult:
     epoch: int
     train_mse: float
-    """Per-sample mean of the training loss over the epoch's batches."""
+    """Per-sample mean of the training loss over the epoch's batches (the weights change
+    as it is measured, so it lags the end-of-epoch model)."""
     test_mse: float
     """Per-sample mean over the test set after the epoch."""
+    train_eval_mse: float
+    """Per-sample mean over the first TRAIN_EVAL_SIZE training images after the epoch:
+    the same weights as test_mse, so test_mse - train_eval_mse is the epoch's gap."""
     seconds: float
     images_per_second: float
 
@@ -249,6 +257,7 @@ def _run_epochs(
     """Train for cfg.epochs. A collapse before any epoch was reported is returned so the
     caller can restart; a later one cannot be undone in the record and raises."""
     x_train, x_test, probe = data
+    x_train_eval = x_train[:TRAIN_EVAL_SIZE]
     history: list[EpochResult] = []
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
@@ -268,6 +277,7 @@ def _run_epochs(
             epoch=epoch,
             train_mse=train_mse,
             test_mse=test_mse,
+            train_eval_mse=evaluate(att.model, x_train_eval),
             seconds=time.perf_counter() - start,
             images_per_second=len(x_train) / train_seconds,
         )

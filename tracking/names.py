@@ -3,9 +3,10 @@
 # Per-epoch metrics, always logged with step=epoch.
 TRAIN_MSE = "train_mse"
 TEST_MSE = "test_mse"
+TRAIN_EVAL_MSE = "train_eval_mse"  # same weights as test_mse, 10,000 fixed training images
 EPOCH_SECONDS = "epoch_seconds"
 IMAGES_PER_SECOND = "train_images_per_second"
-EPOCH_METRICS = (TRAIN_MSE, TEST_MSE, EPOCH_SECONDS, IMAGES_PER_SECOND)
+EPOCH_METRICS = (TRAIN_MSE, TEST_MSE, TRAIN_EVAL_MSE, EPOCH_SECONDS, IMAGES_PER_SECOND)
 
 # Summary metrics, logged once at the end of a training run.
 FINAL_TRAIN_MSE = "final_train_mse"  # eval pass over the whole training set, final weights

@@ -48,6 +48,7 @@ class EpochLogger:
         metrics = {
             names.TRAIN_MSE: result.train_mse,
             names.TEST_MSE: result.test_mse,
+            names.TRAIN_EVAL_MSE: result.train_eval_mse,
             names.EPOCH_SECONDS: result.seconds,
             names.IMAGES_PER_SECOND: result.images_per_second,
         }

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.pca import PcaFloors
 from pipeline.render import ReportDoc, to_console, to_html, to_markdown
-from pipeline.report import observations, psnr, recommend, summarize, widening_from
+from pipeline.report import curves, observations, psnr, recommend, summarize, widening_from
 
 # uncentered[k] = 0.1 / (k + 1), centered[k] = 0.09 / (k + 1)
 FLOORS = PcaFloors(
@@ -173,3 +173,18 @@ def test_renderings_carry_the_same_content(report):
     assert rec.rule in markdown and "obs one" in markdown
     assert "| conv-d10" in markdown and "0.02100" in markdown  # numbers as formatted
     assert "data:image/png;base64," in page and "http" not in page  # self-contained
+
+
+def test_epoch_gap_uses_the_same_weights_training_mse_when_logged():
+    history = pd.DataFrame(
+        [
+            ("r", "train_mse", 1, 0.050),  # mean over the epoch's batches: lags the weights
+            ("r", "train_eval_mse", 1, 0.030),
+            ("r", "test_mse", 1, 0.032),
+            ("r", "train_mse", 2, 0.030),
+            ("r", "test_mse", 2, 0.031),  # an older run without train_eval_mse at epoch 2
+        ],
+        columns=["run_id", "metric", "step", "value"],
+    )
+    gaps = curves(history)["gap"].tolist()
+    assert gaps == pytest.approx([0.032 - 0.030, 0.031 - 0.030])

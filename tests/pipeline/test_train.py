@@ -85,6 +85,7 @@ def test_train_mse_is_a_per_sample_mean_over_uneven_batches(small):
     result = fit(lambda: build_model("linear", 10), small, cfg, **quiet())
     assert result.history[0].train_mse == pytest.approx(expected, rel=1e-6)
     assert result.final_train_mse == pytest.approx(expected, rel=1e-6)
+    assert result.history[0].train_eval_mse == pytest.approx(expected, rel=1e-6)
 
 
 def test_evaluate_does_not_depend_on_the_batch_size(small):
