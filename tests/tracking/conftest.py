@@ -36,6 +36,10 @@ class Store:
         """`python -m tracking.cli ARGS` in the store's folder."""
         return self._run(cli_command(*args), timeout)
 
+    def python(self, code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """`python -c CODE ARGS` in a fresh process in the store's folder."""
+        return self._run([sys.executable, "-c", code, *args], timeout)
+
     def mlflow_run(
         self, entry_point: str, timeout: float = 600, **params
     ) -> subprocess.CompletedProcess:
@@ -61,6 +65,11 @@ class Store:
             start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
+
+
+def cli_flags(params: dict) -> list[str]:
+    """Entry point parameters as the CLI's flags: {"train_limit": 8} -> --train-limit 8."""
+    return [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def cli_command(*args: str) -> list[str]:

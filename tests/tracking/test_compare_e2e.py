@@ -4,8 +4,6 @@ store, then `compare` again on partial data and on nothing at all."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,14 +121,7 @@ def test_champion_alias_follows_the_rule_and_loads(swept, tmp_path):
     pick = f"Pick: {expected['model']} ({MODEL} version {version.version}, alias champion)."
     assert pick in markdown
     uri = f"models:/{MODEL}@{names.CHAMPION_ALIAS}"
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_CHAMPION, uri],
-        cwd=store.root,
-        env=store.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    loaded = store.python(LOAD_CHAMPION, uri, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert json.loads(loaded.stdout.splitlines()[-1]) == {"latent_dim": int(expected["latent_dim"])}
 

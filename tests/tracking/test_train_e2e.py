@@ -3,13 +3,17 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.tracking.conftest import cli_command, make_store, mlflow_command, small_args
+from tests.tracking.conftest import (
+    cli_command,
+    cli_flags,
+    make_store,
+    mlflow_command,
+    small_args,
+)
 from tracking import names
 
 pytestmark = pytest.mark.slow
@@ -116,14 +120,7 @@ def test_model_is_registered_under_its_alias(trained):
 def test_registered_model_reloaded_in_a_fresh_process_reproduces_the_logged_mse(trained, mnist_dir):
     store, run, _ = trained
     uri = f"models:/{names.DEFAULT_REGISTERED_MODEL}@conv-d10"
-    out = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_SCORE, uri, str(mnist_dir), "512"],
-        cwd=store.root,
-        env=store.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = store.python(LOAD_AND_SCORE, uri, str(mnist_dir), "512")
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["mse"] == pytest.approx(run.data.metrics[names.FINAL_TEST_MSE], rel=1e-5)
@@ -163,21 +160,8 @@ def wait_for_metric(store, key: str, timeout: float = 240):
 
 
 def test_sigterm_ends_the_run_killed_keeping_its_epochs(store, mnist_dir):
-    proc = store.popen(
-        cli_command(
-            "train",
-            "--latent-dim",
-            "10",
-            "--epochs",
-            "200",
-            "--train-limit",
-            "2048",
-            "--test-limit",
-            "256",
-            "--data-dir",
-            str(mnist_dir),
-        )
-    )
+    params = small_args(mnist_dir, latent_dim=10, epochs=200, train_limit=2048)
+    proc = store.popen(cli_command("train", *cli_flags(params)))
     try:
         wait_for_metric(store, names.TEST_MSE)
         proc.send_signal(signal.SIGTERM)
@@ -212,19 +196,8 @@ def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
 
 def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir):
     # A learning rate of 1e30 drives the weights to inf within ten steps.
-    result = store.cli(
-        "train",
-        "--latent-dim",
-        "10",
-        "--lr",
-        "1e30",
-        "--train-limit",
-        "2048",
-        "--test-limit",
-        "256",
-        "--data-dir",
-        str(mnist_dir),
-    )
+    params = small_args(mnist_dir, latent_dim=10, lr="1e30", train_limit=2048)
+    result = store.cli("train", *cli_flags(params))
     assert result.returncode != 0
     (run,) = store.runs()
     assert run.info.status == "FAILED"
