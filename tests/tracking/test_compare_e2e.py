@@ -14,7 +14,7 @@ from pipeline.data import load_mnist
 from tests.browser import check_rendered, ensure_chromium
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
-from tracking.query import find_runs
+from tracking.query import HISTORY_METRICS, find_runs
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_query_casts_params_once_and_reads_histories(swept, monkeypatch):
     assert runs["lr"].tolist() == [0.001] * 3 and runs["train_limit"].tolist() == [2048] * 3
     assert set(runs["kind"]) == {"conv", "linear"} and runs["status"].eq("FINISHED").all()
     assert runset.histories.groupby(["run_id", "metric"]).size().eq(2).all()  # 2 epochs
-    assert len(runset.histories) == 3 * 2 * 2
+    assert len(runset.histories) == 3 * 2 * len(HISTORY_METRICS)  # runs x epochs x metrics
     assert find_runs().source == runset.source  # the latest sweep by default
 
 
