@@ -57,7 +57,7 @@ def project_worker(conn, kind: str, latent: int, args) -> None:
     """The project's own fit(), paused after each epoch until the parent says go."""
     flush_denormals()  # as the entry points do, first thing in the process
     data = load_mnist(args.data_dir, args.train_limit, args.test_limit, log=lambda _: None)
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu", max_restarts=0)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu")
 
     def report(result, model) -> None:
         conn.send(len(data.train.images) / result.images_per_second)
@@ -71,6 +71,14 @@ def project_worker(conn, kind: str, latent: int, args) -> None:
     conn.send(result.history[-1].test_mse)
 
 
+def receive(conn, proc) -> float:
+    """The worker's next message; an error if it died (its traceback is on stderr)."""
+    while not conn.poll(1.0):
+        if not proc.is_alive():
+            raise RuntimeError(f"benchmark worker {proc.name} exited with code {proc.exitcode}")
+    return conn.recv()
+
+
 def compare(kind: str, latent: int, args) -> dict:
     ctx = mp.get_context("spawn")
     sides = {}
@@ -81,10 +89,10 @@ def compare(kind: str, latent: int, args) -> dict:
         sides[name] = (parent, proc)
     times = {name: [] for name in sides}
     for _ in range(args.epochs):
-        for name, (conn, _) in sides.items():
+        for name, (conn, proc) in sides.items():
             conn.send("go")
-            times[name].append(conn.recv())
-    mse = {name: conn.recv() for name, (conn, _) in sides.items()}
+            times[name].append(receive(conn, proc))
+    mse = {name: receive(conn, proc) for name, (conn, proc) in sides.items()}
     for _, proc in sides.values():
         proc.join()
     return {"times": times, "mse": mse}
