@@ -49,14 +49,15 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
             loss.backward()
             optimizer.step()
         conn.send(time.perf_counter() - start)
-    test = load_mnist(args.data_dir, test_limit=args.test_limit, log=lambda _: None).test
+    test = load_mnist(args.data_dir, test_limit=args.test_limit or None, log=lambda _: None).test
     conn.send(evaluate(model, to_model_input(test.images, torch.device("cpu"))))
 
 
 def project_worker(conn, kind: str, latent: int, args) -> None:
     """The project's own fit(), paused after each epoch until the parent says go."""
     flush_denormals()  # as the entry points do, first thing in the process
-    data = load_mnist(args.data_dir, args.train_limit, args.test_limit, log=lambda _: None)
+    limits = (args.train_limit or None, args.test_limit or None)  # 0: the whole split
+    data = load_mnist(args.data_dir, *limits, log=lambda _: None)
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu")
 
     def report(result, model) -> None:
