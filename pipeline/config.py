@@ -127,7 +127,7 @@ def parse_latent_dims(text: str) -> tuple[int, ...]:
 class CompareConfig:
     margin: float = DEFAULT_MARGIN
     """The recommendation's tolerance: the smallest latent size whose test MSE is at most
-    (1 + margin) times the best one is picked (why 0.1: DEFAULT_MARGIN)."""
+    (1 + margin) times the best one is picked (default and why: DEFAULT_MARGIN)."""
     data_dir: str = "./data"
     """MNIST folder: test digits for the plots, and the PCA floors' cache."""
 
