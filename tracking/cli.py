@@ -110,12 +110,18 @@ def _train(args: argparse.Namespace) -> Callable[[], object]:
 def _sweep(args: argparse.Namespace) -> Callable[[], object]:
     dims = parse_latent_dims(args.latent_dims)
     linear = ModelConfig(kind="linear", latent_dim=_integer("linear_latent_dim", args.linear_dim))
+    parallel = _integer("parallel", args.parallel)
+    if parallel < 1:
+        raise ConfigError(f"parallel must be a positive integer (got {args.parallel!r})")
+    force = _flag("force", args.force)
     data, train = _configs(args)
 
     def work() -> object:
         from tracking.sweep import run_sweep
 
-        return run_sweep(dims, linear.latent_dim, data, train, args.registered_model)
+        return run_sweep(
+            dims, linear.latent_dim, data, train, args.registered_model, parallel, force
+        )
 
     return work
 
@@ -186,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train every latent size and the linear baseline")
     sweep.add_argument("--latent-dims", default="3,10,100,250", help="conv latent sizes")
     sweep.add_argument("--linear-dim", default="10", help="linear baseline's latent size")
+    sweep.add_argument("--parallel", default="1", help="training steps run at once (default 1)")
+    sweep.add_argument(
+        "--force",
+        nargs="?",
+        const="true",
+        default="false",
+        help="train every step again instead of reusing matching FINISHED runs",
+    )
     _add_training_args(sweep)
     sweep.set_defaults(prepare=_sweep)
     compare = sub.add_parser("compare", help="compare finished training runs; set the champion")

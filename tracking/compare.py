@@ -38,7 +38,13 @@ from pipeline.train import reconstruct
 from tracking import names
 from tracking.query import RunSet
 from tracking.registry import load_model, set_alias, version_of_run, version_uri
-from tracking.runs import code_version, log_new_params, tracked_run
+from tracking.runs import (
+    code_version,
+    interruptible,
+    log_new_params,
+    stop_if_requested,
+    tracked_run,
+)
 
 LATENT_3D_FILE = "latent_3d.html"  # the d=3 model's own codes
 PROJECTIONS_DIR = "latent_projections"  # 3D PCA projections of every other model's codes
@@ -188,8 +194,9 @@ def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> st
                 "excluded": len(runset.excluded),
             }
         )
-        data = load_mnist(cfg.data_dir)
-        floors = pca_floors(cfg.data_dir, data)
+        with interruptible():
+            data = load_mnist(cfg.data_dir)
+            floors = pca_floors(cfg.data_dir, data)
         report = summarize(runset.runs, runset.histories, floors)
         rec = recommend(report, cfg.margin)
         version = version_of_run(registered_model, rec.run_id)
@@ -198,7 +205,9 @@ def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> st
         doc.champion = f"{registered_model} version {version}, alias {names.CHAMPION_ALIAS}"
         with tempfile.TemporaryDirectory() as out:
             build_outputs(Path(out), runset, report, doc, data, registered_model)
+            stop_if_requested()
             mlflow.log_artifacts(out)
+        stop_if_requested()  # the champion moves only on a complete comparison
         set_alias(registered_model, names.CHAMPION_ALIAS, version)
         mlflow.set_tags({names.TAG_CHAMPION_RUN: rec.run_id, names.TAG_CHAMPION_VERSION: version})
         print(to_console(doc))

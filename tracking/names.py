@@ -39,6 +39,8 @@ TAG_FAILURE = "failure_reason"
 TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
+TAG_ENTRY_POINT = "mlflow.project.entryPoint"  # set by `mlflow run`
+TAG_REUSED_RUNS = "reused_run_ids"  # on a sweep: FINISHED runs it took instead of training
 # On a comparison run: what it compared and what it picked.
 TAG_COMPARED_RUNS = "compared_run_ids"  # comma-separated
 TAG_EXCLUDED_RUNS = "excluded_run_ids"  # comma-separated, not FINISHED

@@ -137,6 +137,9 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
         train_filter += f" and tags.`{names.TAG_PARENT_RUN}` = '{parent.info.run_id}'"
         source = f"children of {parent.info.run_name} ({parent.info.run_id})"
     found = list(_search(experiment_id, train_filter, order_by=["attributes.start_time ASC"]))
+    if not all_finished:  # runs the sweep took over from earlier sweeps instead of training
+        reused = parent.data.tags.get(names.TAG_REUSED_RUNS, "")
+        found = [_get_run(run_id) for run_id in reused.split(",") if run_id] + found
     finished = [r for r in found if r.info.status == FINISHED]
     if not finished:
         raise NoRunsError(

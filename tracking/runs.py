@@ -25,19 +25,28 @@ class Terminated(BaseException):
     to its child when it is interrupted), so that the run can end KILLED."""
 
 
+# Stop signals are deferred: the handler records them, and the main thread raises at the
+# next safe point (every training step, between phases). An exception raised at an
+# arbitrary instruction can land inside MLflow's database session or a lock of its
+# logging queue, and then the run cannot be ended properly or the process hangs. Code
+# that calls no MLflow and holds no lock (data loading, pure computation, waiting for a
+# child process) runs inside `interruptible()`, where the signal raises at once.
 _stop_signal: list[str] = []  # names of the stop signals received, in order
+_raise_at_once = 0  # > 0 while the main thread is inside interruptible()
+
+
+def _stop_exception() -> BaseException:
+    first = _stop_signal[0]
+    return KeyboardInterrupt() if first == "SIGINT" else Terminated(f"terminated by signal {first}")
 
 
 def _on_stop_signal(signum, frame) -> None:
-    """The first SIGINT/SIGTERM raises; later ones (Ctrl-C under `mlflow run` brings both)
-    only record themselves, so that they cannot cut the run's cleanup short."""
+    """Record the signal; raise only the first one, and only inside interruptible(), so
+    that a second one (Ctrl-C under `mlflow run` brings SIGINT, then SIGTERM) cannot cut
+    the run's cleanup short."""
     _stop_signal.append(signal.Signals(signum).name)
-    if len(_stop_signal) == 1:
-        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(_stop_message())
-
-
-def _stop_message() -> str:
-    return f"terminated by signal {_stop_signal[0]}"
+    if len(_stop_signal) == 1 and _raise_at_once:
+        raise _stop_exception()
 
 
 def install_signal_handlers() -> None:
@@ -45,11 +54,26 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _on_stop_signal)
 
 
-def stop_if_requested(step: int) -> None:
-    """A training step callback: a signal's exception can be lost when it fires inside a
-    finaliser, which Python reports and ignores; the recorded request still stops here."""
+def stop_requested() -> bool:
+    return bool(_stop_signal)
+
+
+def stop_if_requested(step: int | None = None) -> None:
+    """A safe point (also the training loop's step callback): raise if a stop signal came."""
     if _stop_signal:
-        raise Terminated(_stop_message())
+        raise _stop_exception()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Run a block in which a stop signal raises at once; see the comment above."""
+    global _raise_at_once
+    stop_if_requested()
+    _raise_at_once += 1
+    try:
+        yield
+    finally:
+        _raise_at_once -= 1
 
 
 def _one_line(exc: BaseException) -> str:
@@ -58,13 +82,21 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _finish(run_id: str, status: str, reason: str | None) -> None:
-    """Record the reason and end the run; a tracking failure here must not hide the cause."""
-    try:
-        if reason:
+    """Record the reason and end the run; a tracking failure here must not hide the cause.
+    The run is always taken off MLflow's stack of active runs, so that MLflow's exit hook
+    cannot end it FINISHED instead."""
+    if reason:
+        try:
             MlflowClient().set_tag(run_id, names.TAG_FAILURE, reason)
+        except Exception as exc:  # the original exception is re-raised by the caller
+            print(f"warning: could not record why run {run_id} ended: {_one_line(exc)}")
+    try:
         mlflow.end_run(status)
-    except Exception as exc:  # the original exception is re-raised by the caller
-        print(f"warning: could not mark run {run_id} {status}: {_one_line(exc)}")
+    except Exception as exc:
+        try:  # once more, on a fresh client
+            MlflowClient().set_terminated(run_id, status)
+        except Exception:
+            print(f"warning: could not mark run {run_id} {status}: {_one_line(exc)}")
 
 
 @contextmanager
@@ -77,6 +109,7 @@ def tracked_run(
     run_id = run.info.run_id
     try:
         mlflow.set_tags(tags)
+        stop_if_requested()  # a signal that came while the run was being created
         yield run
     except (KeyboardInterrupt, Terminated) as exc:
         _finish(run_id, "KILLED", _one_line(exc) if str(exc) else "interrupted (Ctrl-C)")
@@ -125,26 +158,21 @@ def log_new_params(params: dict[str, object]) -> None:
 
 
 def code_version() -> str:
-    """The git commit (with "-dirty" when tracked files differ from it), else a hash of
-    the project's Python sources."""
+    """The git commit, with "-dirty-" and a hash of the difference when the project's
+    tracked files differ from it (so two different edits never share a version), else a
+    hash of the project's Python sources."""
     try:
         commit = _git("rev-parse", "HEAD")
-        dirty = (
-            subprocess.run(
-                ["git", "diff", "--quiet", "HEAD", "--", "pipeline", "tracking", "MLproject"],
-                cwd=PROJECT_ROOT,
-                capture_output=True,
-                check=False,
-            ).returncode
-            != 0
-        )
-        return commit + ("-dirty" if dirty else "")
+        diff = _git("diff", "HEAD", "--", "pipeline", "tracking", "MLproject")
     except (OSError, subprocess.CalledProcessError):
         digest = hashlib.sha256()
         for package in ("pipeline", "tracking"):
             for path in sorted((PROJECT_ROOT / package).glob("*.py")):
                 digest.update(path.read_bytes())
         return "src-" + digest.hexdigest()[:12]
+    if not diff:
+        return commit
+    return f"{commit}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
 
 
 def _git(*args: str) -> str:

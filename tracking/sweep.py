@@ -1,20 +1,39 @@
 """The `main` entry point: every latent size and the linear baseline as child runs of
 one parent run, each through `mlflow run` so that it is a self-contained MLflow project run,
-then the `compare` entry point on them, the same way."""
+then the `compare` entry point on them, the same way.
+
+A sweep is idempotent: a step whose configuration already has a FINISHED run (same entry
+point, same parameters as MLflow stores them, same dataset digest, same code version) is
+not trained again but taken over, unless `force`. Steps run `parallel` at a time.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import mlflow
-from mlflow.exceptions import ExecutionException
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from pipeline.config import DataConfig, TrainConfig
-from pipeline.data import ensure_mnist
+from pipeline.data import digest_for_limits, ensure_mnist
 from tracking import names
-from tracking.runs import PROJECT_ROOT, code_version, log_new_params, tracked_run
+from tracking.registry import set_alias
+from tracking.runs import (
+    PROJECT_ROOT,
+    code_version,
+    interruptible,
+    log_new_params,
+    stop_if_requested,
+    stop_requested,
+    tracked_run,
+)
+
+POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
+REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,7 @@ def sweep_steps(latent_dims: tuple[int, ...], linear_dim: int) -> list[Step]:
 
 def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered: str) -> dict:
     """The entry point's parameters, as strings, exactly as MLflow will store them."""
-    return {
+    params = {
         "latent_dim": step.latent_dim,
         "epochs": train.epochs,
         "lr": train.lr,
@@ -53,25 +72,113 @@ def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered
         "test_limit": data.test_limit or 0,
         "registered_model": registered,
     }
+    return {k: str(v) for k, v in params.items()}
 
 
-def _run_step(step: Step, params: dict, experiment_id: str) -> str:
-    return _run_entry_point(step.entry_point, params, experiment_id, step.name)
+class _Launched:
+    """An entry point's process, started by `mlflow.projects.run` without waiting."""
+
+    def __init__(self, label: str, submitted) -> None:
+        self.label, self.submitted = label, submitted
+
+    @property
+    def run_id(self) -> str:
+        return self.submitted.run_id
+
+    def poll(self) -> int | None:
+        return self.submitted.command_proc.poll()
 
 
-def _run_entry_point(
-    entry_point: str, params: dict, experiment_id: str, run_name: str | None = None
-) -> str:
+def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _Launched:
     submitted = mlflow.projects.run(
         str(PROJECT_ROOT),
         entry_point=entry_point,
-        parameters={k: str(v) for k, v in params.items()},
+        parameters=params,
         experiment_id=experiment_id,
-        run_name=run_name,
+        run_name=label if entry_point != "compare" else None,
         env_manager="local",  # not inherited from the outer `mlflow run`
-        synchronous=True,
+        synchronous=False,  # waited for by _wait, which passes a stop signal on
     )
-    return submitted.run_id
+    return _Launched(label, submitted)
+
+
+def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
+    """Wait until at least one running process exits; return those that did, with their
+    exit codes. On a stop signal, pass it on (SIGTERM: each ends its run KILLED), wait for
+    them, then raise."""
+    while True:
+        if stop_requested():
+            for launched in running:
+                launched.submitted.cancel()  # SIGTERM, then waits for the process
+                _end_if_running(launched.run_id, "KILLED", "stopped before it started")
+            stop_if_requested()
+        done = [(launched, code) for launched in running if (code := launched.poll()) is not None]
+        if done:
+            return done
+        time.sleep(POLL_SECONDS)
+
+
+def _settle(launched: _Launched, returncode: int) -> bool:
+    """Whether an exited process's run FINISHED. A process that died without ending its run
+    (killed, out of memory) leaves it RUNNING: end it FAILED with the reason, as `mlflow
+    run` does for the runs it waits for."""
+    reason = f"the process exited with code {returncode} before ending its run"
+    status = _end_if_running(launched.run_id, "FAILED", reason)
+    return returncode == 0 and status == "FINISHED"
+
+
+def _end_if_running(run_id: str, status: str, reason: str) -> str:
+    """End a run its process left RUNNING (it died, or was stopped before it could handle
+    the signal) with `status` and the reason; return the run's status."""
+    client = MlflowClient()
+    current = client.get_run(run_id).info.status
+    if current != "RUNNING":
+        return current
+    client.set_tag(run_id, names.TAG_FAILURE, reason)
+    client.set_terminated(run_id, status)
+    return status
+
+
+def reusable_run(
+    step: Step, params: dict[str, str], experiment_id: str, digest: str, version: str
+) -> Run | None:
+    """The newest FINISHED training run of the step's entry point with the same parameters
+    (as MLflow stores them: strings), the same dataset digest and the same code version."""
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}' and attributes.status = 'FINISHED' "
+        f"and tags.{names.TAG_CODE_VERSION} = '{version}' "
+        f"and tags.`{names.TAG_ENTRY_POINT}` = '{step.entry_point}' "
+        f"and params.latent_dim = '{step.latent_dim}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=REUSE_CANDIDATES,
+    )
+    for run in found:
+        digests = {d.dataset.digest for d in run.inputs.dataset_inputs}
+        same = all(run.data.params.get(k) == v for k, v in params.items())
+        if same and digests == {digest} and names.TAG_REGISTERED_VERSION in run.data.tags:
+            return run
+    return None
+
+
+def _reuse(run: Run, step: Step, registered: str) -> None:
+    """Point the step's alias back at the reused run's model version."""
+    version = run.data.tags[names.TAG_REGISTERED_VERSION]
+    set_alias(registered, step.name, version)
+    test_mse = run.data.metrics.get(names.FINAL_TEST_MSE, float("nan"))
+    print(
+        f"reusing FINISHED run {run.info.run_id} ({run.info.run_name}, test MSE "
+        f"{test_mse:.5f}); models:/{registered}@{step.name} -> version {version}. "
+        "force=true trains it again.",
+        flush=True,
+    )
+
+
+def _share_cores(parallel: int) -> None:
+    """Split the cores among parallel steps (torch reads OMP_NUM_THREADS when it starts)
+    unless the user set the thread count."""
+    if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
 
 
 def run_sweep(
@@ -80,24 +187,48 @@ def run_sweep(
     data: DataConfig,
     train: TrainConfig,
     registered_model: str,
+    parallel: int = 1,
+    force: bool = False,
 ) -> str:
-    """Train every step as a child run of a dated parent run; returns the parent's run id."""
+    """Train every step as a child run of a dated parent run, `parallel` at a time, taking
+    over matching FINISHED runs unless `force`; returns the parent's run id."""
     steps = sweep_steps(latent_dims, linear_dim)
-    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: code_version()}
+    version = code_version()
+    tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: version}
     name = "sweep-" + datetime.now().strftime("%Y-%m-%d-%H%M%S")
     with tracked_run(name, tags) as parent:
-        log_new_params({"latent_dims": ",".join(map(str, latent_dims)), "linear_dim": linear_dim})
-        ensure_mnist(data.data_dir)  # fetch once, before the children start
-        failed = []
+        log_new_params(
+            {
+                "latent_dims": ",".join(map(str, latent_dims)),
+                "linear_dim": linear_dim,
+                "parallel": parallel,
+                "force": force,
+            }
+        )
+        with interruptible():
+            ensure_mnist(data.data_dir)  # fetch once, before the children start
+        experiment_id = parent.info.experiment_id
+        digest = digest_for_limits(data.train_limit, data.test_limit)
+        _share_cores(parallel)
         start = time.perf_counter()
-        for i, step in enumerate(steps, 1):
-            print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
-            params = step_parameters(step, data, train, registered_model)
-            try:
-                _run_step(step, params, parent.info.experiment_id)
-            except ExecutionException as exc:
-                print(f"{step.name} failed: {exc}", flush=True)
-                failed.append(step.name)
+        pending, running, failed, reused = list(enumerate(steps, 1)), [], [], []
+        while pending or running:
+            while pending and len(running) < parallel:
+                i, step = pending.pop(0)
+                print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
+                params = step_parameters(step, data, train, registered_model)
+                found = not force and reusable_run(step, params, experiment_id, digest, version)
+                if not found:
+                    running.append(_launch(step.entry_point, params, experiment_id, step.name))
+                else:
+                    _reuse(found, step, registered_model)
+                    reused.append(found.info.run_id)
+                    mlflow.set_tag(names.TAG_REUSED_RUNS, ",".join(reused))
+            for launched, code in _wait(running) if running else ():
+                running.remove(launched)
+                if not _settle(launched, code):
+                    print(f"{launched.label} failed (exit code {code})", flush=True)
+                    failed.append(launched.label)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:
@@ -106,7 +237,7 @@ def run_sweep(
             )
         # Compare whatever finished: the report lists the failed runs as excluded.
         if len(failed) < len(steps) and not _compare(
-            parent.info.run_id, parent.info.experiment_id, data, registered_model
+            parent.info.run_id, experiment_id, data, registered_model
         ):
             problems.append("the comparison failed")
         if problems:
@@ -121,10 +252,14 @@ def _compare(parent_run_id: str, experiment_id: str, data: DataConfig, registere
     comparison run records its entry point and parameters like any other step, and is
     rerun by the same command (`mlflow run . -e compare -P parent_run_id=...`)."""
     print("\n=== compare ===", flush=True)
-    params = {"parent_run_id": parent_run_id, "registered_model": registered}
-    try:
-        _run_entry_point("compare", {**params, "data_dir": data.data_dir}, experiment_id)
-    except ExecutionException as exc:
-        print(f"compare failed: {exc}", flush=True)
+    params = {
+        "parent_run_id": parent_run_id,
+        "registered_model": registered,
+        "data_dir": str(data.data_dir),
+    }
+    launched = _launch("compare", params, experiment_id, "compare")
+    ((_, code),) = _wait([launched])
+    if not _settle(launched, code):
+        print(f"compare failed (exit code {code})", flush=True)
         return False
     return True

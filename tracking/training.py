@@ -29,7 +29,13 @@ from pipeline.train import (
 )
 from tracking import names
 from tracking.registry import log_and_register
-from tracking.runs import code_version, log_new_params, stop_if_requested, tracked_run
+from tracking.runs import (
+    code_version,
+    interruptible,
+    log_new_params,
+    stop_if_requested,
+    tracked_run,
+)
 
 
 class EpochLogger:
@@ -119,11 +125,14 @@ def _log_latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> 
     """kNN accuracy and silhouette of the final model's codes, and the spread of its
     outputs (collapse), as summary metrics."""
     start = time.perf_counter()
-    spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
-    train_codes, test_codes = (encode_all(model, s.images, device) for s in (data.train, data.test))
-    accuracy, silhouette = latent_quality(
-        train_codes, data.train.labels.numpy(), test_codes, data.test.labels.numpy()
-    )
+    with interruptible():
+        spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
+        train_codes, test_codes = (
+            encode_all(model, s.images, device) for s in (data.train, data.test)
+        )
+        accuracy, silhouette = latent_quality(
+            train_codes, data.train.labels.numpy(), test_codes, data.test.labels.numpy()
+        )
     mlflow.log_metrics(
         {
             names.KNN_ACCURACY: accuracy,
@@ -155,7 +164,8 @@ def train_tracked(
             f"run {run.info.run_id} ({alias}): training {model_cfg.kind} autoencoder, "
             f"latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
         )
-        data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
+        with interruptible():
+            data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
         logger = EpochLogger(data.test.images[sample_indices(data.test.labels)])
         start = time.perf_counter()
         _log_dataset(data)
@@ -169,8 +179,10 @@ def train_tracked(
             on_collapse=record_collapse,
             on_step=stop_if_requested,
         )
+        stop_if_requested()
         _log_summary(result, result.model, time.perf_counter() - start)
         _log_latent_quality(result.model, data, resolve_device(train_cfg.device))
+        stop_if_requested()  # the last point at which the run can still end KILLED
         start = time.perf_counter()
         mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
         example = (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy()
