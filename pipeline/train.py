@@ -1,7 +1,7 @@
 """The training loop: plain functions, no tracking.
 
-Callers observe training through two callbacks, ``on_epoch_end`` and ``on_collapse``;
-this module never imports a tracker.
+Callers observe training through callbacks (``on_epoch_end``, ``on_collapse``,
+``on_checkpoint``, ``on_step``); this module never imports a tracker.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,13 @@ class TrainResult:
 EpochCallback = Callable[[EpochResult, nn.Module], None]
 StepCallback = Callable[[int], None]
 CollapseCallback = Callable[[CollapseEvent], None]
+Checkpoint = dict
+"""Everything needed to continue training exactly where it stopped: model, optimiser and
+batch-order state, the step, the seed kept, and the epochs and collapses so far. Plain
+tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
+without unpickling code."""
+CheckpointCallback = Callable[[Checkpoint], None]
+CHECKPOINT_FORMAT = 1
 
 
 def flush_denormals() -> None:
@@ -161,6 +168,25 @@ class _Attempt:
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
 
+    def state(self, history: list[EpochResult], collapses: list[CollapseEvent]) -> Checkpoint:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": history[-1].epoch,
+            "seed": self.seed,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": [asdict(r) for r in history],
+            "collapses": [asdict(c) for c in collapses],
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.generator.set_state(checkpoint["generator"])
+        self.step = checkpoint["step"]
+
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss_sum).item():
@@ -227,6 +253,12 @@ class _Reporter:
         self.pending: list[tuple[EpochResult, dict]] = []
         self.reported = 0
 
+    @staticmethod
+    def reports_now(step: int, last: bool) -> bool:
+        """Whether add() passes this epoch (and any held back) on at once; also when the
+        epoch gets its checkpoint."""
+        return step > COLLAPSE_WINDOW or last
+
     def add(self, result: EpochResult, model: nn.Module, step: int, last: bool) -> None:
         if self.callback is None:
             return
@@ -253,13 +285,16 @@ def _run_epochs(
     cfg: TrainConfig,
     reporter: _Reporter,
     log: Callable[[str], None],
+    history: list[EpochResult],
+    checkpoint: Callable[[list[EpochResult]], None],
 ) -> list[EpochResult] | CollapseEvent:
-    """Train for cfg.epochs. A collapse before any epoch was reported is returned so the
-    caller can restart; a later one cannot be undone in the record and raises."""
+    """Train from the epoch after `history` to cfg.epochs. A collapse before any epoch was
+    reported is returned so the caller can restart; a later one cannot be undone in the
+    record and raises. The checkpoint of an epoch is taken before the epoch is reported,
+    so that a recorded epoch always has one."""
     x_train, x_test, probe = data
     x_train_eval = x_train[:TRAIN_EVAL_SIZE]
-    history: list[EpochResult] = []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
         train_mse, collapse = _train_epoch(att, x_train, probe, cfg, epoch)
         train_seconds = time.perf_counter() - start
@@ -286,7 +321,10 @@ def _run_epochs(
             f"{result.images_per_second:,.0f} img/s  {result.seconds:.1f} s"
         )
         history.append(result)
-        reporter.add(result, att.model, att.step, last=epoch == cfg.epochs)
+        last = epoch == cfg.epochs
+        if reporter.reports_now(att.step, last):
+            checkpoint(history)
+        reporter.add(result, att.model, att.step, last)
     return history
 
 
@@ -298,6 +336,8 @@ def fit(
     on_collapse: CollapseCallback | None = None,
     on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Train a model from ``build()`` on data.train, evaluating on data.test every epoch.
 
@@ -305,7 +345,9 @@ def fit(
     training from a fresh initialisation with the next seed (architecture and loss
     unchanged), up to cfg.max_restarts times; every collapse is reported through
     on_collapse. A later collapse raises CollapseError. on_step(step) runs after every
-    optimiser step (for example to stop on request).
+    optimiser step (for example to stop on request). on_checkpoint(state) gets the state
+    after every epoch, before on_epoch_end sees it; fit(..., resume=state) continues from
+    there with the same result as an uninterrupted run (on the CPU, bit for bit).
     """
     device = resolve_device(cfg.device)
     flush_denormals()  # for this thread at least; see flush_denormals
@@ -313,13 +355,34 @@ def fit(
     x_test = to_model_input(data.test.images, device)
     tensors = (x_train, x_test, x_train[:PROBE_SIZE])
     collapses: list[CollapseEvent] = []
+
+    def finish(att: _Attempt, history: list[EpochResult]) -> TrainResult:
+        result = TrainResult(att.model, history, att.seed, collapses)
+        result.final_train_mse = evaluate(att.model, x_train)
+        return result
+
+    def checkpoint(att: _Attempt) -> Callable[[list[EpochResult]], None]:
+        if on_checkpoint is None:
+            return lambda history: None
+        return lambda history: on_checkpoint(att.state(history, collapses))
+
+    if resume is not None:
+        _check_resumable(resume, cfg)
+        att = _Attempt(build, resume["seed"], cfg, device, on_step)
+        att.restore(resume)
+        collapses.extend(CollapseEvent(**c) for c in resume["collapses"])
+        history = [EpochResult(**r) for r in resume["history"]]
+        reporter = _Reporter(build, on_epoch_end)
+        reporter.reported = len(history)  # a collapse now cannot be restarted: it raises
+        log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
+        outcome = _run_epochs(att, tensors, cfg, reporter, log, history, checkpoint(att))
+        return finish(att, outcome)
     for attempt in range(cfg.max_restarts + 1):
         att = _Attempt(build, cfg.seed + attempt, cfg, device, on_step)
-        outcome = _run_epochs(att, tensors, cfg, _Reporter(build, on_epoch_end), log)
+        reporter = _Reporter(build, on_epoch_end)
+        outcome = _run_epochs(att, tensors, cfg, reporter, log, [], checkpoint(att))
         if not isinstance(outcome, CollapseEvent):
-            result = TrainResult(att.model, outcome, att.seed, collapses)
-            result.final_train_mse = evaluate(att.model, x_train)
-            return result
+            return finish(att, outcome)
         event = CollapseEvent(**{**outcome.__dict__, "attempt": attempt})
         collapses.append(event)
         log(
@@ -332,6 +395,16 @@ def fit(
         f"model collapsed to a constant output with every seed from {cfg.seed} to "
         f"{cfg.seed + cfg.max_restarts}; raise max_restarts or try another seed"
     )
+
+
+def _check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"unknown checkpoint format {checkpoint.get('format')!r}")
+    if checkpoint["epoch"] >= cfg.epochs:
+        raise ValueError(
+            f"the checkpoint is of epoch {checkpoint['epoch']}, the last of {cfg.epochs}: "
+            "nothing is left to train"
+        )
 
 
 @torch.inference_mode()

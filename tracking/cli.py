@@ -96,6 +96,14 @@ def _configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
 
 
 def _train(args: argparse.Namespace) -> Callable[[], object]:
+    if args.resume_run_id.strip():
+        from tracking.training import prepare_resume, train_tracked
+
+        resume = prepare_resume(args.resume_run_id.strip())
+        check_writable(resume.data.data_dir)
+        return lambda: train_tracked(
+            resume.model, resume.data, resume.train, resume.registered_model, resume
+        )
     model = ModelConfig(kind=args.kind, latent_dim=_integer("latent_dim", args.latent_dim))
     data, train = _configs(args)
 
@@ -188,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--kind", default="conv", help="conv or linear (default conv)")
     train.add_argument("--latent-dim", default="100", help="code size (default 100)")
     _add_training_args(train)
+    train.add_argument(
+        "--resume-run-id",
+        default="",
+        help="continue this stopped training run from its checkpoint, with its own "
+        "parameters (the other options are then ignored)",
+    )
     train.set_defaults(prepare=_train)
     sweep = sub.add_parser("sweep", help="train every latent size and the linear baseline")
     sweep.add_argument("--latent-dims", default="3,10,100,250", help="conv latent sizes")

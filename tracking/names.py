@@ -40,6 +40,8 @@ TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
 TAG_ENTRY_POINT = "mlflow.project.entryPoint"  # set by `mlflow run`
+TAG_RESUMED = "resumed"  # on a training run: one line per resume, after which epoch
+TAG_RESUMED_RUN = "resumed_run_id"  # on the run `mlflow run` creates for a resume
 TAG_REUSED_RUNS = "reused_run_ids"  # on a sweep: FINISHED runs it took instead of training
 # On a comparison run: what it compared and what it picked.
 TAG_COMPARED_RUNS = "compared_run_ids"  # comma-separated
@@ -50,11 +52,16 @@ TAG_CHAMPION_VERSION = "champion_version"
 ROLE_TRAIN = "train"
 ROLE_SWEEP = "sweep"
 ROLE_COMPARISON = "comparison"
+ROLE_RESUME = "resume"
 
 # Artifacts.
 MODEL_NAME = "model"  # the logged model's name within a run
 RECONSTRUCTION_KEY = "reconstructions"  # step-wise image, one per epoch
 RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
+# The training state after the last recorded epoch (pipeline.train.Checkpoint), replaced
+# every epoch: what a resume continues from.
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 # Registry: one registered model; an alias per configuration and one for the pick.
 DEFAULT_REGISTERED_MODEL = "mnist-autoencoder"

@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID, MLFLOW_EXPERIMENT_NAME
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from tracking import names
 
 DEFAULT_EXPERIMENT_ID = "0"
@@ -53,6 +53,30 @@ PARAM_TYPES = {
     "device_used": "string",
     "registered_model": "string",  # logged by `mlflow run` (entry point parameter)
 }
+
+
+def training_config(run: Run) -> tuple[ModelConfig, DataConfig, TrainConfig, str]:
+    """The configuration a training run was started with, from its parameters."""
+    params = run.data.params
+
+    def number(key: str, cast=int):
+        return cast(params[key])
+
+    model = ModelConfig(kind=params["model_kind"], latent_dim=number("latent_dim"))
+    data = DataConfig(
+        data_dir=params["data_dir"],
+        train_limit=number("train_limit") or None,  # logged as 0: all images
+        test_limit=number("test_limit") or None,
+    )
+    train = TrainConfig(
+        epochs=number("epochs"),
+        lr=number("lr", float),
+        batch_size=number("batch_size"),
+        seed=number("seed"),
+        device=params["device"],
+        max_restarts=number("max_restarts"),
+    )
+    return model, data, train, params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
 
 
 class NoRunsError(ConfigError):

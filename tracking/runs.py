@@ -101,11 +101,12 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
 
 @contextmanager
 def tracked_run(
-    run_name: str | None, tags: dict[str, str], nested: bool = False
+    run_name: str | None, tags: dict[str, str], nested: bool = False, run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start (or, under `mlflow run`, take over) a run and end it with the right status:
-    FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise."""
-    run = mlflow.start_run(run_name=run_name, nested=nested)
+    """Start (or, under `mlflow run`, take over; or, given run_id, reopen) a run and end it
+    with the right status: FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with
+    the reason otherwise."""
+    run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested)
     run_id = run.info.run_id
     try:
         mlflow.set_tags(tags)

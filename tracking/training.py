@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.exceptions import MlflowException
 from torch import nn
 
-from pipeline.config import DataConfig, ModelConfig, TrainConfig
+from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from pipeline.data import Mnist, load_mnist
 from pipeline.images import reconstruction_grid, sample_indices
 from pipeline.latent import encode_all, latent_quality
 from pipeline.models import build_model, count_params
 from pipeline.train import (
     PROBE_SIZE,
+    Checkpoint,
     CollapseEvent,
     EpochResult,
     TrainResult,
@@ -28,6 +34,7 @@ from pipeline.train import (
     to_model_input,
 )
 from tracking import names
+from tracking.query import training_config
 from tracking.registry import log_and_register
 from tracking.runs import (
     code_version,
@@ -36,6 +43,8 @@ from tracking.runs import (
     stop_if_requested,
     tracked_run,
 )
+
+CHECKPOINT_PATH = f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}"
 
 
 class EpochLogger:
@@ -49,16 +58,19 @@ class EpochLogger:
     def image(self, model: nn.Module) -> np.ndarray:
         return reconstruction_grid([self.originals, reconstruct(model, self.samples).numpy()])
 
-    def __call__(self, result: EpochResult, model: nn.Module) -> None:
-        start = time.perf_counter()
-        metrics = {
+    @staticmethod
+    def metrics(result: EpochResult) -> dict[str, float]:
+        return {
             names.TRAIN_MSE: result.train_mse,
             names.TEST_MSE: result.test_mse,
             names.TRAIN_EVAL_MSE: result.train_eval_mse,
             names.EPOCH_SECONDS: result.seconds,
             names.IMAGES_PER_SECOND: result.images_per_second,
         }
-        mlflow.log_metrics(metrics, step=result.epoch)
+
+    def __call__(self, result: EpochResult, model: nn.Module) -> None:
+        start = time.perf_counter()
+        mlflow.log_metrics(self.metrics(result), step=result.epoch)
         mlflow.log_image(self.image(model), key=names.RECONSTRUCTION_KEY, step=result.epoch)
         self.seconds += time.perf_counter() - start
 
@@ -143,13 +155,90 @@ def _log_latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> 
     )
 
 
+class ResumeError(ConfigError):
+    """A run cannot be resumed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A stopped training run to continue, its configuration and its last checkpoint."""
+
+    run_id: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    registered_model: str
+    checkpoint: Checkpoint
+
+
+def prepare_resume(run_id: str) -> Resume:
+    """Read a stopped training run and its checkpoint, or raise ResumeError saying why not."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ResumeError(f"no run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+    label = f"run {run_id} ({run.info.run_name})"
+    if run.data.tags.get(names.TAG_ROLE) != names.ROLE_TRAIN:
+        raise ResumeError(f"{label} is not a training run")
+    if run.info.status == "FINISHED":
+        raise ResumeError(f"{label} has FINISHED: nothing to resume")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (MlflowException, OSError):
+        raise ResumeError(
+            f"{label} has no checkpoint ({CHECKPOINT_PATH}): it stopped before its first "
+            "epoch was recorded; train it again instead"
+        ) from None
+    model, data, train, registered = training_config(run)
+    if state["epoch"] >= train.epochs:
+        raise ResumeError(f"{label}: its checkpoint is of the last epoch, {state['epoch']}")
+    return Resume(run_id, model, data, train, registered, state)
+
+
+class CheckpointSaver:
+    """on_checkpoint callback: the training state as the run's checkpoint artifact,
+    replaced every epoch (written before the epoch's metrics, so that every recorded
+    epoch can be resumed from)."""
+
+    def __init__(self, logger: EpochLogger) -> None:
+        self.logger = logger
+        self.folder = tempfile.TemporaryDirectory()
+
+    def __call__(self, state: Checkpoint) -> None:
+        start = time.perf_counter()
+        path = Path(self.folder.name) / names.CHECKPOINT_FILE
+        torch.save(state, path)
+        mlflow.log_artifact(str(path), names.CHECKPOINT_DIR)
+        self.logger.seconds += time.perf_counter() - start
+
+
+def _log_missing_epochs(run_id: str, resume: Resume, logger: EpochLogger) -> None:
+    """Record the checkpoint's epochs that the run lacks: the checkpoint is written before
+    an epoch's metrics, so a run stopped in between lacks its last epoch."""
+    logged = {m.step for m in MlflowClient().get_metric_history(run_id, names.TEST_MSE)}
+    missing = [r for r in resume.checkpoint["history"] if r["epoch"] not in logged]
+    if not missing:
+        return
+    model = build_model(resume.model.kind, resume.model.latent_dim)
+    model.load_state_dict(resume.checkpoint["model"])  # the state after the last of them
+    for record in missing:
+        mlflow.log_metrics(EpochLogger.metrics(EpochResult(**record)), step=record["epoch"])
+    last = missing[-1]["epoch"]
+    mlflow.log_image(logger.image(model), key=names.RECONSTRUCTION_KEY, step=last)
+
+
 def train_tracked(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
     train_cfg: TrainConfig,
     registered_model: str = names.DEFAULT_REGISTERED_MODEL,
+    resume: Resume | None = None,
 ) -> str:
-    """Train one configuration in an MLflow run and register the model. Returns the run id."""
+    """Train one configuration in an MLflow run and register the model; with `resume`, in
+    the stopped run, from its checkpoint. Returns the training run's id."""
     alias = names.run_name(model_cfg.kind, model_cfg.latent_dim)
     tags = {
         names.TAG_KIND: model_cfg.kind,
@@ -157,46 +246,87 @@ def train_tracked(
         names.TAG_CODE_VERSION: code_version(),
         names.TAG_ROLE: names.ROLE_TRAIN,
     }
-    with tracked_run(alias, tags) as run:
-        log_new_params(run_params(model_cfg, data_cfg, train_cfg))
-        mlflow.log_param("device_used", str(resolve_device(train_cfg.device)))
-        print(
-            f"run {run.info.run_id} ({alias}): training {model_cfg.kind} autoencoder, "
-            f"latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
-        )
-        with interruptible():
-            data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
-        logger = EpochLogger(data.test.images[sample_indices(data.test.labels)])
-        start = time.perf_counter()
+    args = (model_cfg, data_cfg, train_cfg, registered_model, resume)
+    if resume is None:
+        with tracked_run(alias, tags) as run:
+            return _train_in_run(run, tags, *args)
+    if MLFLOW_RUN_ID.get():  # `mlflow run` made a new run: it records the resume
+        record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resume.run_id}
+        with (
+            tracked_run(f"resume-{alias}", record),
+            tracked_run(None, tags, nested=True, run_id=resume.run_id) as run,
+        ):
+            return _train_in_run(run, tags, *args)
+    with tracked_run(None, tags, run_id=resume.run_id) as run:
+        return _train_in_run(run, tags, *args)
+
+
+def _train_in_run(
+    run: mlflow.ActiveRun,
+    tags: dict[str, str],
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    registered_model: str,
+    resume: Resume | None,
+) -> str:
+    alias = names.run_name(model_cfg.kind, model_cfg.latent_dim)
+    run_id = run.info.run_id
+    log_new_params(
+        {
+            **run_params(model_cfg, data_cfg, train_cfg),
+            "registered_model": registered_model,
+            "device_used": str(resolve_device(train_cfg.device)),
+        }
+    )
+    action = f"resuming after epoch {resume.checkpoint['epoch']}" if resume else "training"
+    print(
+        f"run {run_id} ({alias}): {action} {model_cfg.kind} autoencoder, "
+        f"latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
+    )
+    with interruptible():
+        data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
+    logger = EpochLogger(data.test.images[sample_indices(data.test.labels)])
+    start = time.perf_counter()
+    prior_seconds = 0.0
+    if resume is None:
         _log_dataset(data)
-        logger.seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        result = fit(
-            lambda: build_model(model_cfg.kind, model_cfg.latent_dim),
-            data,
-            train_cfg,
-            on_epoch_end=logger,
-            on_collapse=record_collapse,
-            on_step=stop_if_requested,
-        )
-        stop_if_requested()
-        _log_summary(result, result.model, time.perf_counter() - start)
-        _log_latent_quality(result.model, data, resolve_device(train_cfg.device))
-        stop_if_requested()  # the last point at which the run can still end KILLED
-        start = time.perf_counter()
-        mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
-        example = (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy()
-        version = log_and_register(
-            result.model,
-            example,
-            registered_model,
-            alias,
-            tags={**tags, "run_id": run.info.run_id},
-        )
-        mlflow.set_tag(names.TAG_REGISTERED_VERSION, version)
-        mlflow.log_metric(names.TRACKING_SECONDS, logger.seconds + time.perf_counter() - start)
-        print(
-            f"registered {registered_model} version {version} as "
-            f"models:/{registered_model}@{alias}; test MSE {result.history[-1].test_mse:.5f}"
-        )
-        return run.info.run_id
+    else:
+        _log_missing_epochs(run_id, resume, logger)
+        line = f"after epoch {resume.checkpoint['epoch']}"
+        previous = mlflow.get_run(run_id).data.tags.get(names.TAG_RESUMED)
+        mlflow.set_tag(names.TAG_RESUMED, f"{previous}\n{line}" if previous else line)
+        prior_seconds = sum(r["seconds"] for r in resume.checkpoint["history"])
+    logger.seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    result = fit(
+        lambda: build_model(model_cfg.kind, model_cfg.latent_dim),
+        data,
+        train_cfg,
+        on_epoch_end=logger,
+        on_collapse=record_collapse,
+        on_step=stop_if_requested,
+        on_checkpoint=CheckpointSaver(logger),
+        resume=resume.checkpoint if resume else None,
+    )
+    stop_if_requested()
+    _log_summary(result, result.model, prior_seconds + time.perf_counter() - start)
+    _log_latent_quality(result.model, data, resolve_device(train_cfg.device))
+    stop_if_requested()  # the last point at which the run can still end KILLED
+    start = time.perf_counter()
+    mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
+    example = (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy()
+    version = log_and_register(
+        result.model,
+        example,
+        registered_model,
+        alias,
+        tags={**tags, "run_id": run_id},
+    )
+    mlflow.set_tag(names.TAG_REGISTERED_VERSION, version)
+    mlflow.log_metric(names.TRACKING_SECONDS, logger.seconds + time.perf_counter() - start)
+    print(
+        f"registered {registered_model} version {version} as "
+        f"models:/{registered_model}@{alias}; test MSE {result.history[-1].test_mse:.5f}"
+    )
+    return run_id

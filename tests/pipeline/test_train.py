@@ -160,3 +160,36 @@ def test_reconstruct_returns_cpu_images(small):
     model = build_model("conv", 10)
     out = reconstruct(model, small.test.images[:5])
     assert out.shape == (5, 28, 28) and out.device.type == "cpu"
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(small, tmp_path):
+    # 128 steps per epoch: epoch 1 ends inside the collapse window, so its state is not
+    # offered (it could still be discarded); every later epoch's is.
+    cfg = TrainConfig(epochs=4, seed=1, batch_size=8)
+    build = collapsing_first(10)  # the first initialisation is discarded
+    saved = []
+    whole = fit(build, small, cfg, on_checkpoint=lambda c: saved.append(c["epoch"]), **quiet())
+    assert saved == [2, 3, 4] and whole.init_seed > 1
+
+    path = tmp_path / "checkpoint.pt"
+
+    def save_second(state):
+        if state["epoch"] == 2:
+            torch.save(state, path)
+
+    first_two = TrainConfig(epochs=2, seed=1, batch_size=8)
+    fit(collapsing_first(10), small, first_two, on_checkpoint=save_second, **quiet())
+    state = torch.load(path, weights_only=True)  # plain data: no code is unpickled
+    resumed = fit(lambda: build_model("conv", 10), small, cfg, resume=state, **quiet())
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    assert losses(resumed) == losses(whole)
+    assert resumed.final_train_mse == whole.final_train_mse
+    assert resumed.init_seed == whole.init_seed and resumed.collapses == whole.collapses
+
+
+def test_a_checkpoint_of_the_last_epoch_cannot_be_resumed(small):
+    states = []
+    cfg = TrainConfig(epochs=1)
+    fit(lambda: build_model("linear", 4), small, cfg, on_checkpoint=states.append, **quiet())
+    with pytest.raises(ValueError, match="nothing is left to train"):
+        fit(lambda: build_model("linear", 4), small, cfg, resume=states[-1], **quiet())

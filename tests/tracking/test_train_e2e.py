@@ -159,8 +159,11 @@ def wait_for_metric(store, key: str, timeout: float = 240):
     raise AssertionError(f"no run logged {key} within {timeout} s:\n{log}")
 
 
-def test_sigterm_ends_the_run_killed_keeping_its_epochs(store, mnist_dir):
-    params = small_args(mnist_dir, latent_dim=10, epochs=200, train_limit=2048)
+def test_sigterm_ends_the_run_killed_and_a_resume_completes_it(store, mnist_dir):
+    # 16 steps per epoch: epochs 1-13 are recorded together once the collapse window
+    # has passed, and the signal comes during or soon after that.
+    epochs = 40
+    params = small_args(mnist_dir, latent_dim=10, epochs=epochs, train_limit=2048)
     proc = store.popen(cli_command("train", *cli_flags(params)))
     try:
         wait_for_metric(store, names.TEST_MSE)
@@ -169,10 +172,43 @@ def test_sigterm_ends_the_run_killed_keeping_its_epochs(store, mnist_dir):
     finally:
         proc.kill()
     (run,) = store.runs()
+    run_id = run.info.run_id
     assert proc.returncode == 130
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags[names.TAG_FAILURE]
-    assert store.client.get_metric_history(run.info.run_id, names.TEST_MSE)
+    recorded = [m.step for m in store.client.get_metric_history(run_id, names.TEST_MSE)]
+    assert recorded and recorded == list(range(1, len(recorded) + 1))
+    checkpoint = [a.path for a in store.client.list_artifacts(run_id, names.CHECKPOINT_DIR)]
+    assert checkpoint == [f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}"]
+
+    result = store.mlflow_run("train", resume_run_id=run_id)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = store.client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags[names.TAG_RESUMED].startswith("after epoch ")
+    for key in names.EPOCH_METRICS:  # no gap, no step twice
+        steps = sorted(m.step for m in store.client.get_metric_history(run_id, key))
+        assert steps == list(range(1, epochs + 1)), key
+    assert resumed.data.metrics[names.BEST_EPOCH] >= 1
+    version = store.client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, "conv-d10")
+    assert version.run_id == run_id
+    (record,) = store.runs(f"tags.{names.TAG_ROLE} = '{names.ROLE_RESUME}'")
+    assert record.data.tags[names.TAG_RESUMED_RUN] == run_id
+    assert record.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [("finished", "has FINISHED: nothing to resume"), ("missing", "no run 'f00d'")],
+)
+def test_resume_of_a_run_that_cannot_be_resumed_is_refused(trained, which, message):
+    store, run, _ = trained
+    run_id = run.info.run_id if which == "finished" else "f00d"
+    before = len(store.runs())
+    result = store.cli("train", "--resume-run-id", run_id)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(store.runs()) == before
 
 
 def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
