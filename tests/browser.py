@@ -4,9 +4,7 @@ open a plotly page, read what it rendered and take a screenshot."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -14,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tests.system import apt_install
 
 PACKAGES = ("chromium", "chromium-driver")
 # Headless without the networking flags keeps dialling out (FACTS.md). scatter3d needs
@@ -47,10 +47,7 @@ def ensure_chromium() -> tuple[str, str]:
     """Paths of chromium and chromedriver, installing the Debian packages if either is
     missing (as root, like CI on a fresh machine)."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=900)
-        install = ["apt-get", "install", "-y", "-qq", *PACKAGES]
-        subprocess.run(install, check=True, env=env, timeout=1800)
+        apt_install(*PACKAGES)
     return shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
+import mlflow
 from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import (
     DEFAULT_MARGIN,
@@ -34,6 +39,8 @@ from tracking.runs import (
 )
 
 EXIT_BAD_INPUT = 2
+SERVER_WAIT_SECONDS = 15  # how long a tracking server may take to answer at start
+SERVER_RETRY_SECONDS = 2
 LATEST_SWEEP = "latest"
 
 
@@ -222,10 +229,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_tracking_server(wait_seconds: float = SERVER_WAIT_SECONDS) -> None:
+    """With an http(s) tracking URI, make sure a server answers before any work starts:
+    ConfigError after about wait_seconds, instead of MLflow's retries of every request
+    (minutes). A server that answers but refuses gets an error naming the likely cause."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise ConfigError(
+                    f"the tracking server at {uri} refused the request (HTTP {exc.code}): "
+                    "check its --allowed-hosts and your MLFLOW_TRACKING_USERNAME/PASSWORD"
+                ) from None
+            return  # it answers; MLflow's own requests will say more
+        except (urllib.error.URLError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                reason = getattr(exc, "reason", exc)
+                raise ConfigError(
+                    f"no MLflow tracking server answers at {uri} ({reason}); start it, or "
+                    "point MLFLOW_TRACKING_URI at a running one (README: team setup)"
+                ) from None
+            time.sleep(SERVER_RETRY_SECONDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     flush_denormals()  # before torch starts its worker threads
     args = build_parser().parse_args(argv)
     try:
+        check_tracking_server()
         work = args.prepare(args)  # validation only: no run, no data, no training yet
     except (ConfigError, DataError) as exc:
         message = str(exc).splitlines()[0]
@@ -240,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         guard_killed_status(pending_run)
         print(f"stopped: {exc or 'interrupted'}; the run was marked KILLED", file=sys.stderr)
         return 130
+    except MlflowException as exc:  # the tracking server or store failed mid-run
+        print(f"error: {' '.join(str(exc).split())[:2000]}", file=sys.stderr)
+        return 1
     return 0
 
 

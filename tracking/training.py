@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import warnings
@@ -203,16 +204,27 @@ class CheckpointSaver:
     replaced every epoch (written before the epoch's metrics, so that every recorded
     epoch can be resumed from)."""
 
-    def __init__(self, logger: EpochLogger) -> None:
+    def __init__(self, logger: EpochLogger, epoch: int = 0) -> None:
         self.logger = logger
         self.folder = tempfile.TemporaryDirectory()
+        self.epoch = epoch  # of the last checkpoint stored
 
     def __call__(self, state: Checkpoint) -> None:
         start = time.perf_counter()
         path = Path(self.folder.name) / names.CHECKPOINT_FILE
         torch.save(state, path)
         mlflow.log_artifact(str(path), names.CHECKPOINT_DIR)
+        self.epoch = state["epoch"]
         self.logger.seconds += time.perf_counter() - start
+
+    def hint(self, run_id: str, kind: str) -> str:
+        if not self.epoch:
+            return f"run {run_id} stopped before its first checkpoint: train it again"
+        entry = "train" if kind == "conv" else "train_linear"
+        return (
+            f"run {run_id} has a checkpoint after epoch {self.epoch}; continue it with "
+            f"`mlflow run . -e {entry} --env-manager local -P resume_run_id={run_id}`"
+        )
 
 
 def _log_missing_epochs(run_id: str, resume: Resume, logger: EpochLogger) -> None:
@@ -299,16 +311,21 @@ def _train_in_run(
         prior_seconds = sum(r["seconds"] for r in resume.checkpoint["history"])
     logger.seconds += time.perf_counter() - start
     start = time.perf_counter()
-    result = fit(
-        lambda: build_model(model_cfg.kind, model_cfg.latent_dim),
-        data,
-        train_cfg,
-        on_epoch_end=logger,
-        on_collapse=record_collapse,
-        on_step=stop_if_requested,
-        on_checkpoint=CheckpointSaver(logger),
-        resume=resume.checkpoint if resume else None,
-    )
+    saver = CheckpointSaver(logger, resume.checkpoint["epoch"] if resume else 0)
+    try:
+        result = fit(
+            lambda: build_model(model_cfg.kind, model_cfg.latent_dim),
+            data,
+            train_cfg,
+            on_epoch_end=logger,
+            on_collapse=record_collapse,
+            on_step=stop_if_requested,
+            on_checkpoint=saver,
+            resume=resume.checkpoint if resume else None,
+        )
+    except BaseException:
+        print(saver.hint(run_id, model_cfg.kind), file=sys.stderr, flush=True)
+        raise
     stop_if_requested()
     _log_summary(result, result.model, prior_seconds + time.perf_counter() - start)
     _log_latent_quality(result.model, data, resolve_device(train_cfg.device))

@@ -83,8 +83,9 @@ def mlflow_command(entry_point: str, params: dict) -> list[str]:
     return cmd
 
 
-def make_store(root: Path) -> Store:
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+def make_store(root: Path, uri: str | None = None) -> Store:
+    """A SQLite store in root, or, given a tracking server's URI, that server."""
+    uri = uri or f"sqlite:///{root / 'mlflow.db'}"
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
