@@ -31,6 +31,7 @@ from pipeline.config import (
 from pipeline.data import DataError, check_writable
 from pipeline.train import flush_denormals
 from tracking import names
+from tracking.registry import RegistryError
 from tracking.runs import (
     Terminated,
     fail_pending_run,
@@ -159,8 +160,10 @@ def _compare(args: argparse.Namespace) -> Callable[[], object]:
         raise ConfigError("registered_model must be a non-empty name")
     check_writable(config.data_dir)
     from tracking.query import find_runs
+    from tracking.registry import require_registered_model
 
     runs = find_runs(parent, all_finished)  # read-only; no runs to compare is bad input
+    require_registered_model(args.registered_model)  # where the champion alias goes
 
     def work() -> object:
         from tracking.compare import run_compare
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_tracking_server()
         work = args.prepare(args)  # validation only: no run, no data, no training yet
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, RegistryError) as exc:
         message = str(exc).splitlines()[0]
         print(f"error: {message}", file=sys.stderr)
         fail_pending_run(message)

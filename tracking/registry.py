@@ -69,6 +69,20 @@ def model_uri(registered_model: str, alias: str) -> str:
     return f"models:/{registered_model}@{alias}"
 
 
+def require_registered_model(name: str) -> None:
+    """RegistryError naming the model and the registry when there is no such model."""
+    try:
+        MlflowClient().get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(
+                f"no registered model {name!r} at {mlflow.get_registry_uri()}: training runs "
+                f"register under the name given as registered_model "
+                f"(default {names.DEFAULT_REGISTERED_MODEL})"
+            ) from None
+        raise
+
+
 def load_model(uri: str) -> nn.Module:
     """Load a registered model (``models:/NAME@ALIAS``) as the project's nn.Module; a
     name or alias that does not exist gives a RegistryError naming it."""

@@ -139,6 +139,17 @@ def _end_if_running(run_id: str, status: str, reason: str) -> str:
     return status
 
 
+def _hint_on_locked_store(run_id: str) -> None:
+    reason = MlflowClient().get_run(run_id).data.tags.get(names.TAG_FAILURE, "")
+    if "database is locked" in reason:
+        print(
+            "hint: parallel steps share one SQLite file, and SQLite let one wait too long; "
+            "run again with parallel=1 (finished steps are reused), or use a tracking "
+            "server (README: team setup)",
+            flush=True,
+        )
+
+
 def reusable_run(
     step: Step, params: dict[str, str], experiment_id: str, digest: str, version: str
 ) -> Run | None:
@@ -229,6 +240,7 @@ def run_sweep(
                 if not _settle(launched, code):
                     print(f"{launched.label} failed (exit code {code})", flush=True)
                     failed.append(launched.label)
+                    _hint_on_locked_store(launched.run_id)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:

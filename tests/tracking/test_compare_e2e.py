@@ -167,6 +167,17 @@ def test_failed_and_running_runs_are_excluded(swept, mnist_dir, tmp_path):
     assert len(report) == 3 and failed not in set(report["run_id"])
 
 
+def test_an_unknown_registered_model_is_refused_before_any_run(swept, mnist_dir):
+    store, sweep, _, _ = swept
+    before = len(store.runs())
+    result = store.cli(
+        "compare", "--registered-model", "nope", "--data-dir", str(mnist_dir), timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no registered model 'nope' at ")
+    assert len(store.runs()) == before
+
+
 def test_no_runs_is_a_clear_error(store, mnist_dir, monkeypatch, capsys):
     result = store.cli("compare", "--data-dir", str(mnist_dir))  # a real process: exit code
     assert result.returncode == 2, result.stderr[-2000:]
