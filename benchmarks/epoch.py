@@ -19,7 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
@@ -31,15 +31,31 @@ from pipeline.train import evaluate, fit, flush_denormals, to_model_input
 MODELS = (("conv", 100), ("linear", 10))
 
 
+class EpochPermutation(Sampler):
+    """What shuffle=True does, one random permutation per epoch, drawn from a generator
+    seeded like the project's: both sides then see the same batches in the same order,
+    so their test MSEs differ only by how each computes, not by luck. (RandomSampler
+    draws a second, unused permutation per epoch, so its orders drift apart.)"""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def reference_worker(conn, kind: str, latent: int, args) -> None:
     """The exercise's loop: DataLoader + ToTensor, default memory format, Adam, MSE."""
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights as the project's side
     model = build_model(kind, latent)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = MNIST(args.data_dir, train=True, download=False, transform=ToTensor())
     if args.train_limit:
         train = Subset(train, range(args.train_limit))
-    loader = DataLoader(train, batch_size=128, shuffle=True)
+    loader = DataLoader(train, batch_size=128, sampler=EpochPermutation(len(train), args.seed))
     for _ in range(args.epochs):
         conn.recv()
         start = time.perf_counter()
