@@ -9,12 +9,14 @@ not trained again but taken over, unless `force`. Steps run `parallel` at a time
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -34,6 +36,7 @@ from tracking.runs import (
 
 POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
+STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop within a step)
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,26 @@ def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
     them, then raise."""
     while True:
         if stop_requested():
-            for launched in running:
-                launched.submitted.cancel()  # SIGTERM, then waits for the process
-                _end_if_running(launched.run_id, "KILLED", "stopped before it started")
+            _stop_all(running)
             stop_if_requested()
         done = [(launched, code) for launched in running if (code := launched.poll()) is not None]
         if done:
             return done
         time.sleep(POLL_SECONDS)
+
+
+def _stop_all(running: list[_Launched]) -> None:
+    """SIGTERM every running step (its `mlflow run` process group) and wait until the
+    training processes themselves have ended their runs KILLED."""
+    processes = []
+    for launched in running:
+        with contextlib.suppress(psutil.Error):
+            pid = launched.submitted.command_proc.pid
+            processes += psutil.Process(pid).children(recursive=True)
+        launched.submitted.cancel()  # SIGTERM to the group; waits for `mlflow run` only
+    psutil.wait_procs(processes, timeout=STOP_WAIT_SECONDS)
+    for launched in running:  # a step that had not yet set up its signal handling
+        _end_if_running(launched.run_id, "KILLED", "stopped with the sweep before it started")
 
 
 def _settle(launched: _Launched, returncode: int) -> bool:
