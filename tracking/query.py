@@ -141,7 +141,8 @@ def latest_sweep(experiment_id: str) -> Run:
     return found[0]
 
 
-def _get_run(run_id: str) -> Run:
+def get_run(run_id: str) -> Run:
+    """The run, or NoRunsError naming the id and the tracking URI."""
     try:
         return MlflowClient().get_run(run_id)
     except MlflowException:
@@ -156,14 +157,14 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
         experiment_id = current_experiment_id()
         source = f"every finished training run of experiment {experiment_id}"
     else:
-        parent = _get_run(parent_run_id) if parent_run_id else latest_sweep(current_experiment_id())
+        parent = get_run(parent_run_id) if parent_run_id else latest_sweep(current_experiment_id())
         experiment_id = parent.info.experiment_id
         train_filter += f" and tags.`{names.TAG_PARENT_RUN}` = '{parent.info.run_id}'"
         source = f"children of {parent.info.run_name} ({parent.info.run_id})"
     found = list(_search(experiment_id, train_filter, order_by=["attributes.start_time ASC"]))
     if not all_finished:  # runs the sweep took over from earlier sweeps instead of training
         reused = parent.data.tags.get(names.TAG_REUSED_RUNS, "")
-        found = [_get_run(run_id) for run_id in reused.split(",") if run_id] + found
+        found = [get_run(run_id) for run_id in reused.split(",") if run_id] + found
     finished = [r for r in found if r.info.status == FINISHED]
     if not finished:
         raise NoRunsError(

@@ -147,6 +147,13 @@ def fail_pending_run(message: str) -> None:
     client.set_terminated(run_id, "FAILED")
 
 
+def append_tag_line(key: str, line: str) -> None:
+    """Add a line to a tag of the active run that keeps one line per event."""
+    run_id = mlflow.active_run().info.run_id
+    previous = MlflowClient().get_run(run_id).data.tags.get(key)
+    mlflow.set_tag(key, f"{previous}\n{line}" if previous else line)
+
+
 def log_new_params(params: dict[str, object]) -> None:
     """Log params the run does not have yet. `mlflow run` has already logged the entry
     point's parameters as the user typed them ("1e-3"); logging the parsed value

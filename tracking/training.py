@@ -35,9 +35,10 @@ from pipeline.train import (
     to_model_input,
 )
 from tracking import names
-from tracking.query import training_config
+from tracking.query import get_run, training_config
 from tracking.registry import log_and_register
 from tracking.runs import (
+    append_tag_line,
     code_version,
     interruptible,
     log_new_params,
@@ -83,9 +84,7 @@ def record_collapse(event: CollapseEvent) -> None:
         f"(output std {event.output_std:.1e}, loss {event.loss:.4f}); restarted with seed "
         f"{event.seed + 1}"
     )
-    run = mlflow.active_run()
-    previous = run and mlflow.get_run(run.info.run_id).data.tags.get(names.TAG_COLLAPSE_LOG)
-    mlflow.set_tag(names.TAG_COLLAPSE_LOG, f"{previous}\n{line}" if previous else line)
+    append_tag_line(names.TAG_COLLAPSE_LOG, line)
     mlflow.log_metric(names.COLLAPSE_RESTARTS, event.attempt + 1, step=event.attempt + 1)
 
 
@@ -175,10 +174,7 @@ class Resume:
 def prepare_resume(run_id: str) -> Resume:
     """Read a stopped training run and its checkpoint, or raise ResumeError saying why not."""
     client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ResumeError(f"no run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+    run = get_run(run_id)
     label = f"run {run_id} ({run.info.run_name})"
     if run.data.tags.get(names.TAG_ROLE) != names.ROLE_TRAIN:
         raise ResumeError(f"{label} is not a training run")
@@ -258,7 +254,7 @@ def train_tracked(
         names.TAG_CODE_VERSION: code_version(),
         names.TAG_ROLE: names.ROLE_TRAIN,
     }
-    args = (model_cfg, data_cfg, train_cfg, registered_model, resume)
+    args = (alias, model_cfg, data_cfg, train_cfg, registered_model, resume)
     if resume is None:
         with tracked_run(alias, tags) as run:
             return _train_in_run(run, tags, *args)
@@ -276,13 +272,13 @@ def train_tracked(
 def _train_in_run(
     run: mlflow.ActiveRun,
     tags: dict[str, str],
+    alias: str,
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
     train_cfg: TrainConfig,
     registered_model: str,
     resume: Resume | None,
 ) -> str:
-    alias = names.run_name(model_cfg.kind, model_cfg.latent_dim)
     run_id = run.info.run_id
     log_new_params(
         {
@@ -305,9 +301,7 @@ def _train_in_run(
         _log_dataset(data)
     else:
         _log_missing_epochs(run_id, resume, logger)
-        line = f"after epoch {resume.checkpoint['epoch']}"
-        previous = mlflow.get_run(run_id).data.tags.get(names.TAG_RESUMED)
-        mlflow.set_tag(names.TAG_RESUMED, f"{previous}\n{line}" if previous else line)
+        append_tag_line(names.TAG_RESUMED, f"after epoch {resume.checkpoint['epoch']}")
         prior_seconds = sum(r["seconds"] for r in resume.checkpoint["history"])
     logger.seconds += time.perf_counter() - start
     start = time.perf_counter()
