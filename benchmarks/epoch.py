@@ -3,8 +3,14 @@ exercise's loop, side by side, on the full MNIST training set.
 
 Each side runs in its own process (the reference must not inherit the project's
 process-wide CPU settings) and trains its own model from the same initial weights;
-epochs alternate between the two so that drift of the machine hits both alike. Prints
+epochs alternate between the two so that drift of the machine hits both alike, and
+nothing else runs while an epoch is timed (set-up and final evaluation wait their turn). Prints
 per-epoch times, medians, the speed-up and the test MSE of both after the last epoch.
+
+It also prints each model's arithmetic floor: the floating-point operations of an epoch
+(forward and backward, counted by torch's FlopCounterMode) over the rate at which this
+machine multiplies float32 matrices (measured in the same run), and so the largest
+speed-up over the reference that any float32 implementation could reach here.
 
     .venv/bin/python -m benchmarks.epoch                # conv d=100 and linear d=10, 3 epochs
     .venv/bin/python -m benchmarks.epoch --epochs 1 --train-limit 2048   # smoke size
@@ -20,15 +26,17 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from pipeline.config import TrainConfig
-from pipeline.data import ensure_mnist, load_mnist
+from pipeline.data import SPLIT_SIZES, ensure_mnist, load_mnist
 from pipeline.models import build_model
 from pipeline.train import evaluate, fit, flush_denormals, to_model_input
 
 MODELS = (("conv", 100), ("linear", 10))
+GEMM_SIZE = 2048  # square float32 matrices: large enough for the library's best rate
 
 
 class EpochPermutation(Sampler):
@@ -56,6 +64,8 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
     if args.train_limit:
         train = Subset(train, range(args.train_limit))
     loader = DataLoader(train, batch_size=128, sampler=EpochPermutation(len(train), args.seed))
+    test = load_mnist(args.data_dir, test_limit=args.test_limit or None, log=lambda _: None).test
+    conn.send("ready")
     for _ in range(args.epochs):
         conn.recv()
         start = time.perf_counter()
@@ -64,8 +74,9 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            loss.item()  # the exercise sums loss.item() every step
         conn.send(time.perf_counter() - start)
-    test = load_mnist(args.data_dir, test_limit=args.test_limit or None, log=lambda _: None).test
+    conn.recv()  # evaluate only when the other side is not timing an epoch
     conn.send(evaluate(model, to_model_input(test.images, torch.device("cpu"))))
 
 
@@ -78,14 +89,36 @@ def project_worker(conn, kind: str, latent: int, args) -> None:
 
     def report(result, model) -> None:
         conn.send(len(data.train.images) / result.images_per_second)
-        if result.epoch < args.epochs:
-            conn.recv()
+        conn.recv()  # the next epoch, or (after the last) the end of fit, when told
 
+    conn.send("ready")
     conn.recv()
     result = fit(
         lambda: build_model(kind, latent), data, cfg, on_epoch_end=report, log=lambda _: None
     )
     conn.send(result.history[-1].test_mse)
+
+
+def flops_per_image(kind: str, latent: int, batch: int = 128) -> float:
+    """Floating-point operations of one training step (forward and backward) per image."""
+    model = build_model(kind, latent)
+    x = torch.rand(batch, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        F.mse_loss(model(x), x).backward()
+    return counter.get_total_flops() / batch
+
+
+def gemm_rate(repeats: int = 7) -> float:
+    """This machine's float32 matrix-multiply rate, FLOP/s (median of repeats), with
+    torch's default threads: the best any layer of these models could run at."""
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * GEMM_SIZE**3 / statistics.median(times)
 
 
 def receive(conn, proc) -> float:
@@ -104,12 +137,17 @@ def compare(kind: str, latent: int, args) -> dict:
         proc = ctx.Process(target=target, args=(child, kind, latent, args))
         proc.start()
         sides[name] = (parent, proc)
+    for conn, proc in sides.values():  # both set up before either is timed
+        receive(conn, proc)
     times = {name: [] for name in sides}
     for _ in range(args.epochs):
         for name, (conn, proc) in sides.items():
             conn.send("go")
             times[name].append(receive(conn, proc))
-    mse = {name: receive(conn, proc) for name, (conn, proc) in sides.items()}
+    mse = {}
+    for name, (conn, proc) in sides.items():  # one side at a time: nothing overlaps
+        conn.send("go")
+        mse[name] = receive(conn, proc)
     for _, proc in sides.values():
         proc.join()
     return {"times": times, "mse": mse}
@@ -125,8 +163,10 @@ def main() -> None:
     args = parser.parse_args()
     ensure_mnist(args.data_dir, log=lambda _: None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs")
+    n_train = min(args.train_limit or SPLIT_SIZES["train"], SPLIT_SIZES["train"])
     for kind, latent in MODELS:
         out = compare(kind, latent, args)
+        rate = gemm_rate()  # right after the epochs, on the machine as it was for them
         ref, own = (statistics.median(out["times"][s]) for s in ("reference", "project"))
         mse_ref, mse_own = out["mse"]["reference"], out["mse"]["project"]
         print(f"\n{kind} d={latent}")
@@ -138,6 +178,14 @@ def main() -> None:
         print(
             f"  test MSE after {args.epochs} epochs: reference {mse_ref:.5f}, project "
             f"{mse_own:.5f} ({mse_own / mse_ref - 1:+.1%})"
+        )
+        flops = flops_per_image(kind, latent)
+        floor = flops * n_train / rate
+        print(
+            f"  arithmetic floor: {flops / 1e6:.2f} MFLOP per image per step, "
+            f"{flops * n_train / 1e12:.3f} TFLOP per epoch; float32 matrix multiply here "
+            f"{rate / 1e9:.0f} GFLOP/s -> {floor:.2f} s per epoch, so at most "
+            f"{ref / floor:.1f}x over the reference"
         )
 
 

@@ -36,12 +36,16 @@ def run_benchmark(name: str, *args: str, cwd: Path) -> str:
     return result.stdout
 
 
-def test_epoch_benchmark_prints_the_speed_up_of_both_models(tmp_path, mnist_dir):
+def test_epoch_benchmark_prints_the_speed_up_and_floor_of_both_models(tmp_path, mnist_dir):
     sizes = ["--train-limit", "1024", "--test-limit", "256", "--data-dir", str(mnist_dir)]
     out = run_benchmark("epoch", "--epochs", "1", *sizes, cwd=tmp_path)
     assert "conv d=100" in out and "linear d=10" in out
     assert out.count("median epoch: reference") == out.count("speed-up") == 2
     assert out.count("test MSE after 1 epochs: reference") == 2
+    floors = [line for line in out.splitlines() if "arithmetic floor:" in line]
+    assert len(floors) == 2 and all(
+        "GFLOP/s" in line and "over the reference" in line for line in floors
+    )
 
 
 def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
