@@ -31,7 +31,7 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from pipeline.config import TrainConfig
-from pipeline.data import SPLIT_SIZES, ensure_mnist, load_mnist
+from pipeline.data import ensure_mnist, limited_size, load_mnist
 from pipeline.models import build_model
 from pipeline.train import evaluate, fit, flush_denormals, to_model_input
 
@@ -163,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_mnist(args.data_dir, log=lambda _: None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs")
-    n_train = min(args.train_limit or SPLIT_SIZES["train"], SPLIT_SIZES["train"])
+    n_train = limited_size("train", args.train_limit)
     for kind, latent in MODELS:
         out = compare(kind, latent, args)
         rate = gemm_rate()  # right after the epochs, on the machine as it was for them

@@ -133,13 +133,15 @@ def mnist_digest(n_train: int, n_test: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def limited_size(split: str, limit: int | None) -> int:
+    """How many images of a split ("train" or "test") a limit keeps (None or 0: all)."""
+    size = SPLIT_SIZES[split]
+    return min(limit or size, size)
+
+
 def digest_for_limits(train_limit: int | None, test_limit: int | None) -> str:
     """The digest load_mnist gives for these limits, without reading the data."""
-    n_train, n_test = (
-        min(limit or size, size)
-        for limit, size in ((train_limit, SPLIT_SIZES["train"]), (test_limit, SPLIT_SIZES["test"]))
-    )
-    return mnist_digest(n_train, n_test)
+    return mnist_digest(limited_size("train", train_limit), limited_size("test", test_limit))
 
 
 def check_writable(data_dir: str | os.PathLike) -> None:

@@ -367,7 +367,7 @@ def fit(
         return lambda history: on_checkpoint(att.state(history, collapses))
 
     if resume is not None:
-        _check_resumable(resume, cfg)
+        check_resumable(resume, cfg)
         att = _Attempt(build, resume["seed"], cfg, device, on_step)
         att.restore(resume)
         collapses.extend(CollapseEvent(**c) for c in resume["collapses"])
@@ -397,7 +397,8 @@ def fit(
     )
 
 
-def _check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:
+def check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:
+    """ValueError unless fit(..., resume=checkpoint) can continue with cfg."""
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unknown checkpoint format {checkpoint.get('format')!r}")
     if checkpoint["epoch"] >= cfg.epochs:

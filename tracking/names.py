@@ -68,6 +68,10 @@ DEFAULT_REGISTERED_MODEL = "mnist-autoencoder"
 CHAMPION_ALIAS = "champion"
 
 
+# MLproject's entry point that trains each model kind.
+TRAIN_ENTRY_POINTS = {"conv": "train", "linear": "train_linear"}
+
+
 def run_name(kind: str, latent_dim: int) -> str:
     """The run name and registry alias of a configuration, e.g. "conv-d100"."""
     return f"{kind}-d{latent_dim}"

@@ -41,9 +41,12 @@ STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop with
 
 @dataclass(frozen=True)
 class Step:
-    entry_point: str
     kind: str
     latent_dim: int
+
+    @property
+    def entry_point(self) -> str:
+        return names.TRAIN_ENTRY_POINTS[self.kind]
 
     @property
     def name(self) -> str:
@@ -55,9 +58,7 @@ class SweepError(RuntimeError):
 
 
 def sweep_steps(latent_dims: tuple[int, ...], linear_dim: int) -> list[Step]:
-    return [Step("train", "conv", d) for d in latent_dims] + [
-        Step("train_linear", "linear", linear_dim)
-    ]
+    return [Step("conv", d) for d in latent_dims] + [Step("linear", linear_dim)]
 
 
 def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered: str) -> dict:

@@ -28,6 +28,7 @@ from pipeline.train import (
     CollapseEvent,
     EpochResult,
     TrainResult,
+    check_resumable,
     fit,
     output_spread,
     reconstruct,
@@ -190,8 +191,10 @@ def prepare_resume(run_id: str) -> Resume:
             "epoch was recorded; train it again instead"
         ) from None
     model, data, train, registered = training_config(run)
-    if state["epoch"] >= train.epochs:
-        raise ResumeError(f"{label}: its checkpoint is of the last epoch, {state['epoch']}")
+    try:
+        check_resumable(state, train)
+    except ValueError as exc:
+        raise ResumeError(f"{label}: {exc}") from None
     return Resume(run_id, model, data, train, registered, state)
 
 
@@ -216,10 +219,10 @@ class CheckpointSaver:
     def hint(self, run_id: str, kind: str) -> str:
         if not self.epoch:
             return f"run {run_id} stopped before its first checkpoint: train it again"
-        entry = "train" if kind == "conv" else "train_linear"
         return (
             f"run {run_id} has a checkpoint after epoch {self.epoch}; continue it with "
-            f"`mlflow run . -e {entry} --env-manager local -P resume_run_id={run_id}`"
+            f"`mlflow run . -e {names.TRAIN_ENTRY_POINTS[kind]} --env-manager local "
+            f"-P resume_run_id={run_id}`"
         )
 
 
