@@ -85,7 +85,9 @@ def mlflow_command(entry_point: str, params: dict) -> list[str]:
 
 def make_store(root: Path, uri: str | None = None) -> Store:
     """A SQLite store in root, or, given a tracking server's URI, that server."""
-    uri = uri or f"sqlite:///{root / 'mlflow.db'}"
+    if uri is None:
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        _create_sqlite_store(root, uri)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
@@ -95,6 +97,18 @@ def make_store(root: Path, uri: str | None = None) -> Store:
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)
     return Store(root, uri, env)
+
+
+def _create_sqlite_store(root: Path, uri: str) -> None:
+    """Create the store from inside root: MLflow gives a new SQLite store's default
+    experiment the artifact folder ./mlruns of the process that creates it, which would
+    otherwise be the test runner's (the repository) whenever a test opens the store first."""
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments()
+    finally:
+        os.chdir(cwd)
 
 
 @pytest.fixture
