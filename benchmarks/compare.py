@@ -6,8 +6,8 @@ comparison loads) is trained for real on a slice of MNIST; the others are copies
 five with older start times and jittered MSEs, logged in one batch each, with the same
 params, tags, metric histories, dataset inputs and a registered model version of their
 own. Then times `python -m tracking.cli compare --all-finished true` against that store,
-as a user runs it (full test set), and checks that the comparison finished with a report
-row per run. The target: under 30 s for 200 runs.
+as a user runs it (full test set), and checks that the comparison finished with a row
+per run in its runs.csv. The target: under 30 s for 200 runs.
 
     .venv/bin/python -m benchmarks.compare                      # 200 runs of 10 epochs
     .venv/bin/python -m benchmarks.compare --runs 12 --epochs 2  # smoke size
@@ -145,7 +145,7 @@ def comparison_run(client: MlflowClient) -> Run | None:
 
 
 def report_rows(client: MlflowClient, run: Run, into: str) -> pd.DataFrame:
-    return pd.read_csv(client.download_artifacts(run.info.run_id, "report.csv", into))
+    return pd.read_csv(client.download_artifacts(run.info.run_id, "runs.csv", into))
 
 
 def query_seconds() -> float:
@@ -159,7 +159,7 @@ def summary(report: pd.DataFrame, run: Run) -> str:
     counts = report["model"].value_counts().sort_index()
     compared = run.data.tags.get(names.TAG_COMPARED_RUNS, "")
     return (
-        f"report.csv {len(report)} rows ({report['run_id'].nunique()} distinct runs: "
+        f"runs.csv {len(report)} rows ({report['run_id'].nunique()} distinct runs: "
         + ", ".join(f"{model} x{n}" for model, n in counts.items())
         + f"); {names.TAG_COMPARED_RUNS} tag holds {compared.count(',') + 1} ids"
     )

@@ -3,9 +3,13 @@
 Runs `mlflow run <project> -e main --env-manager local` in a fresh temporary folder, so
 that it uses MLflow's embedded default store (./mlflow.db there), samples the memory of
 the whole process tree, then reads the tracking overhead back from the runs
-(tracking_seconds against the epochs' training time).
+(tracking_seconds against the epochs' training time), and the study's results: every
+run's test MSE after its first and last epoch, and per configuration the mean, spread
+and min/max ratio over seeds, with each configuration's distance to its PCA floor from
+the comparison's report.
 
     .venv/bin/python -m benchmarks.study                       # the full default study
+    .venv/bin/python -m benchmarks.study -P seeds=0,1,2        # three seeds of everything
     .venv/bin/python -m benchmarks.study -P epochs=1 -P train_limit=2048 -P test_limit=512
 """
 
@@ -21,7 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
+import torch
 from mlflow import MlflowClient
 
 from tracking import names
@@ -77,6 +83,47 @@ def overhead(store: str) -> list[tuple[str, float, float]]:
     return sorted(rows)
 
 
+def results(store: str, into: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per training run (config, seed, epoch-1 and final test MSE, restarts) and the
+    comparison's per-configuration report."""
+    client = MlflowClient(store)
+    rows = []
+    for run in client.search_runs(["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"):
+        first = client.get_metric_history(run.info.run_id, names.TEST_MSE)
+        rows.append(
+            {
+                "config": names.config_name(
+                    run.data.params["model_kind"], run.data.params["latent_dim"]
+                ),
+                "seed": int(run.data.params["seed"]),
+                "epoch1_test_mse": min(first, key=lambda m: m.step).value,
+                "final_test_mse": run.data.metrics[names.FINAL_TEST_MSE],
+                "restarts": int(run.data.metrics.get(names.RESTARTS, 0)),
+            }
+        )
+    (comparison,) = client.search_runs(
+        ["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'", max_results=1
+    )
+    report = pd.read_csv(client.download_artifacts(comparison.info.run_id, "report.csv", into))
+    return pd.DataFrame(rows).sort_values(["config", "seed"]), report
+
+
+def print_results(runs: pd.DataFrame, report: pd.DataFrame) -> None:
+    print(f"\nhost: {torch.backends.cpu.get_cpu_capability()}")
+    print(runs.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+    print(f"  highest epoch-1 test MSE of any run: {runs['epoch1_test_mse'].max():.5f}")
+    table = report.set_index("model")
+    for config, row in table.iterrows():
+        spread = row["final_test_mse_max"] / row["final_test_mse_min"]
+        print(
+            f"  {config:11s} test MSE mean {row['final_test_mse_mean']:.5f} "
+            f"(sd {row['final_test_mse_std']:.5f}, min {row['final_test_mse_min']:.5f}, "
+            f"max {row['final_test_mse_max']:.5f}, max/min {spread:.3f}) over "
+            f"{row['seeds']} seeds; {row['ratio_to_pca']:.4f}x its PCA floor "
+            f"{row['pca_floor']:.5f}; restarts {row['restarts']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -105,7 +152,9 @@ def main() -> None:
         for p in args.params:
             cmd += ["-P", p]
         wall, peak, code = run_measured(cmd, Path(tmp), env)
-        rows = overhead(f"sqlite:///{tmp}/mlflow.db")
+        store = f"sqlite:///{tmp}/mlflow.db"
+        rows = overhead(store)
+        runs, report = results(store, tmp) if code == 0 else (None, None)
     print(
         f"\nmain job: exit {code}, wall time {wall:.0f} s ({wall / 60:.1f} min), "
         f"peak memory (PSS) of the process tree {peak / 2**30:.2f} GiB"
@@ -119,6 +168,8 @@ def main() -> None:
             f"  tracking overhead, all runs: {tracked:.1f} s of {trained:.0f} s "
             f"({tracked / trained:.2%})"
         )
+    if runs is not None:
+        print_results(runs, report)
     sys.exit(code)
 
 

@@ -82,9 +82,10 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (CUDA when present), "cpu" or "cuda"."""
     max_restarts: int = 20
-    """How many fresh initialisations (seed+1, seed+2, ...) to try after a collapse. A
-    collapse shows within 50 steps, so a restart costs about a second; at d=3 most seeds
-    collapse, hence the generous default."""
+    """How many fresh initialisations (seed+1, seed+2, ...) to try after one fails the
+    health check (pipeline/health.py). Each costs at most the 200-step window (a constant
+    output ends it sooner), a few seconds; at d=3 most seeds collapse, hence the generous
+    default."""
 
     def __post_init__(self) -> None:
         _require(
@@ -112,15 +113,32 @@ class TrainConfig:
         )
 
 
+def parse_int_list(name: str, text: str, minimum: int, example: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of distinct integers >= minimum, such as "3,10,100"."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if any(not p.isdigit() or int(p) < minimum for p in parts):
+        kind = "positive integers" if minimum == 1 else f"integers >= {minimum}"
+        raise ConfigError(
+            f"{name} must be a comma-separated list of {kind}, e.g. {example} (got {text!r})"
+        )
+    values = [int(p) for p in parts]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{name} must not repeat a value ({', '.join(map(str, repeated))} given twice "
+            f"in {text!r})"
+        )
+    return tuple(values)
+
+
 def parse_latent_dims(text: str) -> tuple[int, ...]:
     """Parse a comma-separated latent list such as "3,10,100,250"."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
-        raise ConfigError(
-            f"latent_dims must be a comma-separated list of positive integers, "
-            f"e.g. 3,10,100,250 (got {text!r})"
-        )
-    return tuple(int(p) for p in parts)
+    return parse_int_list("latent_dims", text, 1, "3,10,100,250")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated seed list such as "0,1,2"."""
+    return parse_int_list("seeds", text, 0, "0,1,2")
 
 
 @dataclass(frozen=True)

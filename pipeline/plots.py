@@ -25,22 +25,35 @@ MAX_LEGEND = 12  # more models than this: the PNG drops its legend (the HTML pag
 
 
 def _by_label(curves: pd.DataFrame):
-    """(label, colour, rows) per model, in order of first appearance."""
+    """(label, colour, per-epoch stats) per model, in order of first appearance. The stats
+    are the mean, min and max over the label's runs (its seeds) of train_mse and test_mse."""
     for i, (label, rows) in enumerate(curves.groupby("label", sort=False)):
-        yield label, MODEL_COLOURS[i % len(MODEL_COLOURS)], rows.sort_values("epoch")
+        stats = rows.groupby("epoch")[["train_mse", "test_mse"]].agg(["mean", "min", "max"])
+        yield label, MODEL_COLOURS[i % len(MODEL_COLOURS)], stats
+
+
+def _seed_note(curves: pd.DataFrame) -> str:
+    seeds = curves.groupby("label")["run_id"].nunique().max() if "run_id" in curves else 1
+    return f" (mean over seeds; band: min to max of {seeds})" if seeds > 1 else ""
 
 
 def loss_curves_png(curves: pd.DataFrame) -> Figure:
-    """Train (dashed) and test (solid) MSE per epoch, one colour per model, log scale.
+    """Train (dashed) and test (solid) MSE per epoch, one colour per model, log scale; with
+    several runs per label, their mean, and a band from their min to their max.
 
-    `curves`: one row per (model, epoch) with columns label, epoch, train_mse, test_mse.
+    `curves`: one row per (run, epoch) with columns label, run_id, epoch, train_mse, test_mse.
     """
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    for label, colour, rows in _by_label(curves):
-        ax.plot(rows["epoch"], rows["test_mse"], "-o", color=colour, ms=3, label=f"{label} test")
-        ax.plot(rows["epoch"], rows["train_mse"], "--", color=colour, label=f"{label} train")
-    ax.set(xlabel="epoch", ylabel="MSE per pixel", yscale="log", title="Train and test loss")
+    for label, colour, stats in _by_label(curves):
+        epochs = stats.index
+        test, train = stats["test_mse"], stats["train_mse"]
+        ax.plot(epochs, test["mean"], "-o", color=colour, ms=3, label=f"{label} test")
+        ax.plot(epochs, train["mean"], "--", color=colour, label=f"{label} train")
+        if (test["max"] > test["min"]).any():
+            ax.fill_between(epochs, test["min"], test["max"], color=colour, alpha=0.2, lw=0)
+    title = "Train and test loss" + _seed_note(curves)
+    ax.set(xlabel="epoch", ylabel="MSE per pixel", yscale="log", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="both", alpha=0.3)
     if curves["label"].nunique() <= MAX_LEGEND:
@@ -48,20 +61,38 @@ def loss_curves_png(curves: pd.DataFrame) -> Figure:
     return fig
 
 
+def _band(fig: go.Figure, x, low, high, colour: str, label: str) -> None:
+    """A filled band from low to high, grouped with label's lines, out of the legend."""
+    rgb = colour.lstrip("#")
+    fill = "rgba({}, {}, {}, 0.2)".format(*(int(rgb[i : i + 2], 16) for i in (0, 2, 4)))
+    common = {"legendgroup": label, "showlegend": False, "hoverinfo": "skip", "mode": "lines"}
+    fig.add_scatter(x=x, y=high, name=f"{label} test max", line={"width": 0}, **common)
+    fig.add_scatter(
+        x=x, y=low, name=f"{label} test min", line={"width": 0}, fill="tonexty",
+        fillcolor=fill, **common,
+    )  # fmt: skip
+
+
 def loss_curves_plotly(curves: pd.DataFrame) -> go.Figure:
-    """The same curves, interactive: clicking a model in the legend hides both its lines."""
+    """The same curves, interactive: clicking a model in the legend hides its lines and
+    band."""
     fig = go.Figure()
-    for label, colour, rows in _by_label(curves):
+    for label, colour, stats in _by_label(curves):
+        epochs = list(stats.index)
         for split, dash in (("test", "solid"), ("train", "dash")):
             fig.add_scatter(
-                x=rows["epoch"],
-                y=rows[f"{split}_mse"],
+                x=epochs,
+                y=stats[f"{split}_mse"]["mean"],
                 name=f"{label} {split}",
                 legendgroup=label,
                 line={"color": colour, "dash": dash},
                 mode="lines+markers" if split == "test" else "lines",
             )
-    fig.update_layout(title="Train and test loss", xaxis_title="epoch", yaxis_title="MSE")
+        test = stats["test_mse"]
+        if (test["max"] > test["min"]).any():
+            _band(fig, epochs, test["min"], test["max"], colour, label)
+    title = "Train and test loss" + _seed_note(curves)
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE")
     fig.update_yaxes(type="log")
     return fig
 

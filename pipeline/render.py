@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.report import Recommendation
+from pipeline.spread import Recommendation
 
-# Report column -> (header, format); the CSV keeps every column at full precision.
+# Per-run report column -> (header, format); the CSV keeps every column at full precision.
 DISPLAY = {
     "model": ("model", "{}"),
+    "seed": ("seed", "{}"),
     "latent_dim": ("d", "{}"),
     "compression_ratio": ("784/d", "{:.1f}"),
     "params_total": ("params", "{:,}"),
@@ -33,8 +34,26 @@ DISPLAY = {
     "ratio_to_pca": ("x floor", "{:.2f}"),
     "knn5_accuracy": ("5-NN acc", "{:.1%}"),
     "silhouette": ("silhouette", "{:.3f}"),
+    "restarts": ("restarts", "{}"),
     "collapsed": ("collapsed", "{}"),
 }
+# Per-configuration columns: (header, column, format, column of its sample SD or None).
+CONFIG_DISPLAY = [
+    ("model", "model", "{}", None),
+    ("d", "latent_dim", "{}", None),
+    ("seeds", "seeds", "{}", None),
+    ("784/d", "compression_ratio", "{:.1f}", None),
+    ("params", "params_total", "{:,}", None),
+    ("test MSE", "final_test_mse_mean", "{:.5f}", "final_test_mse_std"),
+    ("min", "final_test_mse_min", "{:.5f}", None),
+    ("max", "final_test_mse_max", "{:.5f}", None),
+    ("gap", "gap_mean", "{:+.2e}", "gap_std"),
+    ("PSNR dB", "psnr_db_mean", "{:.2f}", "psnr_db_std"),
+    ("x floor", "ratio_to_pca", "{:.2f}", None),
+    ("5-NN acc", "knn5_accuracy_mean", "{:.1%}", "knn5_accuracy_std"),
+    ("restarts", "restarts", "{}", None),
+    ("collapsed", "collapsed_runs", "{}", None),
+]
 
 
 @dataclass
@@ -43,6 +62,9 @@ class ReportDoc:
     source: str
     """Which runs were compared, in words."""
     report: pd.DataFrame
+    """Per run (pipeline.report.summarize)."""
+    configs: pd.DataFrame
+    """Per configuration, over its seeds (pipeline.spread.aggregate)."""
     observations: list[str]
     recommendation: Recommendation
     excluded: pd.DataFrame
@@ -71,6 +93,30 @@ def display_table(report: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _with_sd(value: object, sd: object, fmt: str) -> str:
+    cell = _cell(value, fmt)
+    if sd is None or pd.isna(sd):
+        return cell
+    return f"{cell} ± {_cell(abs(sd), fmt.replace('+', ''))}"
+
+
+def config_table(configs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: means with their sample SD over seeds ("± sd"; none with one
+    seed), min and max of the test MSE."""
+    return pd.DataFrame(
+        {
+            header: [
+                _with_sd(row[column], row[sd] if sd else None, fmt) for _, row in configs.iterrows()
+            ]
+            for header, column, fmt, sd in CONFIG_DISPLAY
+        }
+    )
+
+
+CONFIG_CAPTION = "By configuration: means over seeds, ± their sample standard deviation"
+RUNS_CAPTION = "Every run"
+
+
 def _excluded_lines(excluded: pd.DataFrame) -> list[str]:
     return [f"{r.run_name} ({r.run_id}): {r.status}" for r in excluded.itertuples()]
 
@@ -80,13 +126,18 @@ def _sections(doc: ReportDoc) -> list[tuple[str, list[str]]]:
     pick = f"{rec.model} ({doc.champion})" if doc.champion else rec.model
     return [
         ("Observations", doc.observations + doc.notes),
-        ("Recommendation", [f"Rule: {rec.rule}", f"Pick: {pick}.", f"Why: {rec.why}"]),
+        (
+            "Recommendation",
+            [f"Rule: {rec.rule}", f"Pick: {pick}.", f"Why: {rec.why}", f"Spread: {rec.spread}"],
+        ),
         ("Excluded runs", _excluded_lines(doc.excluded) or ["None: every training run finished."]),
     ]
 
 
 def to_markdown(doc: ReportDoc) -> str:
-    parts = [f"# {doc.title}", "", f"Compared: {doc.source}.", ""]
+    parts = [f"# {doc.title}", "", f"Compared: {doc.source}.", "", f"## {CONFIG_CAPTION}", ""]
+    parts += [config_table(doc.configs).to_markdown(index=False, disable_numparse=True), ""]
+    parts += [f"## {RUNS_CAPTION}", ""]
     parts += [display_table(doc.report).to_markdown(index=False, disable_numparse=True), ""]
     for heading, lines in _sections(doc):
         parts += [f"## {heading}", "", *(f"- {line}" for line in lines), ""]
@@ -105,6 +156,9 @@ def to_html(doc: ReportDoc) -> str:
     """One page with no outside references: styles inline, images as data URIs."""
     esc = html.escape
     body = [f"<h1>{esc(doc.title)}</h1>", f"<p>Compared: {esc(doc.source)}.</p>"]
+    body.append(f"<h2>{esc(CONFIG_CAPTION)}</h2>")
+    body.append(config_table(doc.configs).to_html(index=False, border=0))
+    body.append(f"<h2>{esc(RUNS_CAPTION)}</h2>")
     body.append(display_table(doc.report).to_html(index=False, border=0))
     for heading, lines in _sections(doc):
         items = "".join(f"<li>{esc(line)}</li>" for line in lines)
@@ -122,8 +176,9 @@ def to_html(doc: ReportDoc) -> str:
 
 def to_console(doc: ReportDoc) -> str:
     """The table and the recommendation, for the terminal."""
-    columns = ["model", "d", "params", "test MSE", "gap %", "PSNR dB", "x floor", "5-NN acc"]
-    lines = [doc.title, display_table(doc.report)[columns].to_string(index=False), ""]
+    columns = ["model", "d", "seeds", "params", "test MSE", "min", "max", "PSNR dB", "x floor"]
+    lines = [doc.title, config_table(doc.configs)[columns].to_string(index=False), ""]
     lines += [f"recommended: {doc.recommendation.model} ({doc.recommendation.why})"]
+    lines += [f"spread: {doc.recommendation.spread}"]
     lines += [f"excluded: {line}" for line in _excluded_lines(doc.excluded)]
     return "\n".join(lines + doc.notes)

@@ -1,11 +1,17 @@
 """The training loop: plain functions, no tracking.
 
-Callers observe training through callbacks (``on_epoch_end``, ``on_collapse``,
+Callers observe training through callbacks (``on_epoch_end``, ``on_restart``,
 ``on_checkpoint``, ``on_step``); this module never imports a tracker.
+
+Training has two phases. First a healthy initialisation is picked: each seed (the
+configured one, then the next ones) trains through the health window and is judged by
+pipeline.health; the first that passes is kept. Then the model is trained once, from that
+initialisation, for every epoch.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -18,20 +24,16 @@ from tqdm import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.data import Mnist
+from pipeline.health import (
+    HEALTH_WINDOW,
+    PROBE_EVERY,
+    PROBE_SIZE,
+    Verdict,
+    is_constant,
+    judge,
+    look,
+)
 
-# Collapse: a ReLU layer dies and the output stops depending on the input (the
-# exercise's d=3 and d=10 runs sat at the all-black output for all ten epochs).
-# Measured on d=3 and d=10, seeds 0-7, 300 steps: healthy models' reconstructions of
-# 256 digits vary by at least 2.7e-3 at every probe; collapsing ones fall under 5e-5
-# within 25 steps and, but for one slow recovery after 200 steps, stay under 3e-6.
-# A fresh initialisation costs far less than waiting for that rare recovery.
-COLLAPSE_STD = 1e-4
-PROBE_EVERY = 25  # steps between collapse probes
-# A collapse inside this many steps restarts training from a fresh initialisation.
-# Epochs that end inside it (only on small data) are reported once it has passed, so
-# that nothing from a discarded initialisation reaches the caller.
-COLLAPSE_WINDOW = 200
-PROBE_SIZE = 256
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 EVAL_BATCH = 1000
 # The per-epoch gap compares test MSE with the training MSE of the same weights, measured
@@ -41,7 +43,7 @@ TRAIN_EVAL_SIZE = 10_000
 
 
 class CollapseError(RuntimeError):
-    """The model collapsed to a constant output and could not be recovered."""
+    """No initialisation learned, or the model stopped learning after epochs were recorded."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,13 +66,25 @@ class EpochResult:
 
 
 @dataclass(frozen=True)
-class CollapseEvent:
+class Restart:
+    """An initialisation that failed the health check and was replaced by the next seed."""
+
     attempt: int
     seed: int
-    epoch: int
+    reason: str
+    """pipeline.health.CONSTANT or PLATEAU."""
     step: int
     output_std: float
     loss: float
+    """The probe digits' MSE when it was judged."""
+    black_ratio: float
+
+    @classmethod
+    def of(cls, attempt: int, seed: int, verdict: Verdict) -> Restart:
+        seen = verdict.look
+        return cls(
+            attempt, seed, verdict.state, seen.step, seen.output_std, seen.loss, seen.black_ratio
+        )
 
 
 @dataclass
@@ -79,21 +93,21 @@ class TrainResult:
     history: list[EpochResult]
     init_seed: int
     """The seed of the initialisation that was kept (config seed + number of restarts)."""
-    collapses: list[CollapseEvent] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)
     final_train_mse: float = float("nan")
     """Per-sample MSE over the whole training set with the final weights."""
 
 
 EpochCallback = Callable[[EpochResult, nn.Module], None]
 StepCallback = Callable[[int], None]
-CollapseCallback = Callable[[CollapseEvent], None]
+RestartCallback = Callable[[Restart], None]
 Checkpoint = dict
 """Everything needed to continue training exactly where it stopped: model, optimiser and
-batch-order state, the step, the seed kept, and the epochs and collapses so far. Plain
+batch-order state, the step, the seed kept, and the epochs and restarts so far. Plain
 tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
 without unpickling code."""
 CheckpointCallback = Callable[[Checkpoint], None]
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
 
 
 def flush_denormals() -> None:
@@ -138,15 +152,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) ->
     return total.item() / x[0].numel() / len(x)
 
 
-@torch.inference_mode()
 def output_spread(model: nn.Module, x: torch.Tensor) -> float:
     """Largest per-pixel standard deviation of the reconstructions across the batch x."""
-    model.eval()
-    return model(x).float().std(dim=0).max().item()
-
-
-def is_collapsed(model: nn.Module, probe: torch.Tensor) -> bool:
-    return output_spread(model, probe) < COLLAPSE_STD
+    return look(model, x, 0).output_std
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -162,13 +170,29 @@ class _Attempt:
         self, build: Callable[[], nn.Module], seed: int, cfg, device, on_step: StepCallback | None
     ) -> None:
         torch.manual_seed(seed)
-        self.seed, self.on_step = seed, on_step
+        self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
         self.model = prepare_model(build(), device)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
 
-    def state(self, history: list[EpochResult], collapses: list[CollapseEvent]) -> Checkpoint:
+    def batches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The index batches of one epoch, in this attempt's next shuffled order."""
+        order = torch.randperm(len(x), generator=self.generator).to(x.device, non_blocking=True)
+        return list(order.split(self.batch_size))
+
+    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch; returns the batch's (detached) mean loss."""
+        loss = F.mse_loss(self.model(batch), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.on_step is not None:
+            self.on_step(self.step)
+        return loss.detach()
+
+    def state(self, history: list[EpochResult], restarts: list[Restart]) -> Checkpoint:
         return {
             "format": CHECKPOINT_FORMAT,
             "epoch": history[-1].epoch,
@@ -178,7 +202,7 @@ class _Attempt:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "history": [asdict(r) for r in history],
-            "collapses": [asdict(c) for c in collapses],
+            "restarts": [asdict(r) for r in restarts],
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -188,24 +212,64 @@ class _Attempt:
         self.step = checkpoint["step"]
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+def _check_finite(loss_sum: torch.Tensor, where: str) -> None:
     if not torch.isfinite(loss_sum).item():
-        raise NonFiniteLossError(
-            f"training loss became {loss_sum.item()} at epoch {epoch}, step {step}"
-        )
+        raise NonFiniteLossError(f"training loss became {loss_sum.item()} at {where}")
 
 
-def _train_epoch(
-    att: _Attempt, x: torch.Tensor, probe: torch.Tensor, cfg: TrainConfig, epoch: int
-) -> tuple[float, CollapseEvent | None]:
-    """One pass over x in a shuffled order. Returns the mean loss and a collapse, if seen."""
-    model, opt = att.model, att.optimizer
-    model.train()
-    order = torch.randperm(len(x), generator=att.generator).to(x.device, non_blocking=True)
+def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_steps: int) -> Verdict:
+    """Train a fresh attempt through the health window (or the whole run, if that is
+    shorter), looking at the probe every PROBE_EVERY steps; return the verdict."""
+    window = min(HEALTH_WINDOW, total_steps)
+    att.model.train()
+    while True:
+        for index in att.batches(x):
+            loss = att.train_step(x[index])
+            if att.step % FINITE_CHECK_EVERY == 0:
+                _check_finite(loss, f"step {att.step} of seed {att.seed}'s health window")
+            if att.step % PROBE_EVERY == 0 or att.step == window:
+                verdict = judge(look(att.model, probe, att.step), att.step >= window)
+                if verdict is not None:
+                    return verdict
+
+
+def choose_init(
+    build: Callable[[], nn.Module],
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    on_restart: RestartCallback | None = None,
+    on_step: StepCallback | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[int, list[Restart]]:
+    """The first seed from cfg.seed on whose initialisation passes the health window, and
+    the restarts it took. Raises CollapseError after cfg.max_restarts failed restarts."""
+    total_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
+    restarts: list[Restart] = []
+    for attempt in range(cfg.max_restarts + 1):
+        seed = cfg.seed + attempt
+        att = _Attempt(build, seed, cfg, x.device, on_step)
+        verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
+        if verdict.healthy:
+            return seed, restarts
+        restarts.append(Restart.of(attempt, seed, verdict))
+        log(f"seed {seed}: {verdict.describe()}; restarting from seed {seed + 1}")
+        if on_restart is not None:
+            on_restart(restarts[-1])
+    raise CollapseError(
+        f"no initialisation learned: every seed from {cfg.seed} to "
+        f"{cfg.seed + cfg.max_restarts} failed the health check (last: {verdict.describe()}); "
+        "raise max_restarts or try another seed"
+    )
+
+
+def _train_epoch(att: _Attempt, x: torch.Tensor, epoch: int) -> float:
+    """One pass over x in a shuffled order; returns the per-sample mean loss."""
+    att.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    starts = range(0, len(x), cfg.batch_size)
+    batches = att.batches(x)
+    seen = 0
     bar = tqdm(
-        starts,
+        batches,
         desc=f"epoch {epoch}",
         unit="batch",
         leave=False,
@@ -213,106 +277,43 @@ def _train_epoch(
         disable=None,
         mininterval=1.0,
     )
-    for i, start in enumerate(bar, 1):
-        batch = x[order[start : start + cfg.batch_size]]
-        loss = F.mse_loss(model(batch), batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        att.step += 1
-        if att.on_step is not None:
-            att.on_step(att.step)
-        loss_sum += loss.detach().double() * len(batch)
-        if i % FINITE_CHECK_EVERY == 0 or i == len(starts):
-            _check_finite(loss_sum, epoch, att.step)
-            bar.set_postfix(mse=f"{loss_sum.item() / min(start + cfg.batch_size, len(x)):.5f}")
-        probing = att.step <= COLLAPSE_WINDOW and att.step % PROBE_EVERY == 0
-        if probing and is_collapsed(model, probe):
-            return float("nan"), _collapse(att, model, probe, epoch, loss.item())
-        model.train()
-    return loss_sum.item() / len(x), None
-
-
-def _collapse(att: _Attempt, model, probe, epoch: int, loss: float) -> CollapseEvent:
-    return CollapseEvent(
-        attempt=0,
-        seed=att.seed,
-        epoch=epoch,
-        step=att.step,
-        output_std=output_spread(model, probe),
-        loss=loss,
-    )
-
-
-class _Reporter:
-    """Passes finished epochs to on_epoch_end, holding back (with a copy of the weights)
-    those that end inside the collapse window until it has passed."""
-
-    def __init__(self, build: Callable[[], nn.Module], callback: EpochCallback | None) -> None:
-        self.build, self.callback = build, callback
-        self.pending: list[tuple[EpochResult, dict]] = []
-        self.reported = 0
-
-    @staticmethod
-    def reports_now(step: int, last: bool) -> bool:
-        """Whether add() passes this epoch (and any held back) on at once; also when the
-        epoch gets its checkpoint."""
-        return step > COLLAPSE_WINDOW or last
-
-    def add(self, result: EpochResult, model: nn.Module, step: int, last: bool) -> None:
-        if self.callback is None:
-            return
-        if step <= COLLAPSE_WINDOW and not last:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            self.pending.append((result, state))
-            return
-        if self.pending:
-            shadow = self.build().to(next(model.parameters()).device)
-            for held, state in self.pending:
-                shadow.load_state_dict(state)
-                self._report(held, shadow)
-            self.pending = []
-        self._report(result, model)
-
-    def _report(self, result: EpochResult, model: nn.Module) -> None:
-        self.callback(result, model)
-        self.reported += 1
+    for i, index in enumerate(bar, 1):
+        loss_sum += att.train_step(x[index]).double() * len(index)
+        seen += len(index)
+        if i % FINITE_CHECK_EVERY == 0 or i == len(batches):
+            _check_finite(loss_sum, f"epoch {epoch}, step {att.step}")
+            bar.set_postfix(mse=f"{loss_sum.item() / seen:.5f}")
+    return loss_sum.item() / len(x)
 
 
 def _run_epochs(
     att: _Attempt,
-    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    data: tuple[torch.Tensor, torch.Tensor],
     cfg: TrainConfig,
-    reporter: _Reporter,
-    log: Callable[[str], None],
     history: list[EpochResult],
-    checkpoint: Callable[[list[EpochResult]], None],
-) -> list[EpochResult] | CollapseEvent:
-    """Train from the epoch after `history` to cfg.epochs. A collapse before any epoch was
-    reported is returned so the caller can restart; a later one cannot be undone in the
-    record and raises. The checkpoint of an epoch is taken before the epoch is reported,
-    so that a recorded epoch always has one."""
-    x_train, x_test, probe = data
-    x_train_eval = x_train[:TRAIN_EVAL_SIZE]
+    after_epoch: Callable[[EpochResult], None],
+    log: Callable[[str], None],
+) -> None:
+    """Train from the epoch after `history` to cfg.epochs, appending each epoch's result
+    and passing it to after_epoch. A constant output now cannot be undone: it raises."""
+    x_train, x_test = data
+    probe = x_train[:PROBE_SIZE]
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        train_mse, collapse = _train_epoch(att, x_train, probe, cfg, epoch)
+        train_mse = _train_epoch(att, x_train, epoch)
         train_seconds = time.perf_counter() - start
-        if collapse is None and is_collapsed(att.model, probe):
-            collapse = _collapse(att, att.model, probe, epoch, train_mse)
-        if collapse is not None:
-            if reporter.reported:
-                raise CollapseError(
-                    f"model collapsed to a constant output at epoch {epoch}, step {att.step} "
-                    f"(seed {att.seed}), after its first epochs were recorded"
-                )
-            return collapse
+        seen = look(att.model, probe, att.step)
+        if is_constant(seen):
+            raise CollapseError(
+                f"model collapsed to a constant output at epoch {epoch}, step {att.step} "
+                f"(seed {att.seed}, output std {seen.output_std:.1e})"
+            )
         test_mse = evaluate(att.model, x_test)
         result = EpochResult(
             epoch=epoch,
             train_mse=train_mse,
             test_mse=test_mse,
-            train_eval_mse=evaluate(att.model, x_train_eval),
+            train_eval_mse=evaluate(att.model, x_train[:TRAIN_EVAL_SIZE]),
             seconds=time.perf_counter() - start,
             images_per_second=len(x_train) / train_seconds,
         )
@@ -321,11 +322,7 @@ def _run_epochs(
             f"{result.images_per_second:,.0f} img/s  {result.seconds:.1f} s"
         )
         history.append(result)
-        last = epoch == cfg.epochs
-        if reporter.reports_now(att.step, last):
-            checkpoint(history)
-        reporter.add(result, att.model, att.step, last)
-    return history
+        after_epoch(result)
 
 
 def fit(
@@ -333,7 +330,7 @@ def fit(
     data: Mnist,
     cfg: TrainConfig,
     on_epoch_end: EpochCallback | None = None,
-    on_collapse: CollapseCallback | None = None,
+    on_restart: RestartCallback | None = None,
     on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
     on_checkpoint: CheckpointCallback | None = None,
@@ -341,66 +338,47 @@ def fit(
 ) -> TrainResult:
     """Train a model from ``build()`` on data.train, evaluating on data.test every epoch.
 
-    A collapse to a constant output within the first COLLAPSE_WINDOW steps restarts
-    training from a fresh initialisation with the next seed (architecture and loss
-    unchanged), up to cfg.max_restarts times; every collapse is reported through
-    on_collapse. A later collapse raises CollapseError. on_step(step) runs after every
-    optimiser step (for example to stop on request). on_checkpoint(state) gets the state
-    after every epoch, before on_epoch_end sees it; fit(..., resume=state) continues from
-    there with the same result as an uninterrupted run (on the CPU, bit for bit).
+    First choose_init picks a healthy initialisation (each failed one is reported through
+    on_restart), then training runs once from it. on_step(step) runs after every optimiser
+    step (for example to stop on request). After every epoch on_checkpoint(state) gets the
+    state, then on_epoch_end the result; fit(..., resume=state) continues from there with
+    the same result as an uninterrupted run (on the CPU, bit for bit).
     """
     device = resolve_device(cfg.device)
     flush_denormals()  # for this thread at least; see flush_denormals
     x_train = to_model_input(data.train.images, device)
     x_test = to_model_input(data.test.images, device)
-    tensors = (x_train, x_test, x_train[:PROBE_SIZE])
-    collapses: list[CollapseEvent] = []
-
-    def finish(att: _Attempt, history: list[EpochResult]) -> TrainResult:
-        result = TrainResult(att.model, history, att.seed, collapses)
-        result.final_train_mse = evaluate(att.model, x_train)
-        return result
-
-    def checkpoint(att: _Attempt) -> Callable[[list[EpochResult]], None]:
-        if on_checkpoint is None:
-            return lambda history: None
-        return lambda history: on_checkpoint(att.state(history, collapses))
-
     if resume is not None:
         check_resumable(resume, cfg)
         att = _Attempt(build, resume["seed"], cfg, device, on_step)
         att.restore(resume)
-        collapses.extend(CollapseEvent(**c) for c in resume["collapses"])
+        restarts = [Restart(**r) for r in resume["restarts"]]
         history = [EpochResult(**r) for r in resume["history"]]
-        reporter = _Reporter(build, on_epoch_end)
-        reporter.reported = len(history)  # a collapse now cannot be restarted: it raises
         log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
-        outcome = _run_epochs(att, tensors, cfg, reporter, log, history, checkpoint(att))
-        return finish(att, outcome)
-    for attempt in range(cfg.max_restarts + 1):
-        att = _Attempt(build, cfg.seed + attempt, cfg, device, on_step)
-        reporter = _Reporter(build, on_epoch_end)
-        outcome = _run_epochs(att, tensors, cfg, reporter, log, [], checkpoint(att))
-        if not isinstance(outcome, CollapseEvent):
-            return finish(att, outcome)
-        event = CollapseEvent(**{**outcome.__dict__, "attempt": attempt})
-        collapses.append(event)
-        log(
-            f"collapse: seed {event.seed} gives a constant output at step {event.step} "
-            f"(output std {event.output_std:.1e}); restarting from a fresh initialisation"
-        )
-        if on_collapse is not None:
-            on_collapse(event)
-    raise CollapseError(
-        f"model collapsed to a constant output with every seed from {cfg.seed} to "
-        f"{cfg.seed + cfg.max_restarts}; raise max_restarts or try another seed"
-    )
+    else:
+        seed, restarts = choose_init(build, x_train, cfg, on_restart, on_step, log)
+        att = _Attempt(build, seed, cfg, device, on_step)
+        history = []
+
+    def after_epoch(result: EpochResult) -> None:
+        if on_checkpoint is not None:  # before the epoch is recorded: see Checkpoint
+            on_checkpoint(att.state(history, restarts))
+        if on_epoch_end is not None:
+            on_epoch_end(result, att.model)
+
+    _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
+    result = TrainResult(att.model, history, att.seed, restarts)
+    result.final_train_mse = evaluate(att.model, x_train)
+    return result
 
 
 def check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:
     """ValueError unless fit(..., resume=checkpoint) can continue with cfg."""
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"unknown checkpoint format {checkpoint.get('format')!r}")
+        raise ValueError(
+            f"checkpoint format {checkpoint.get('format')!r} is not this version's "
+            f"({CHECKPOINT_FORMAT}): train the run again"
+        )
     if checkpoint["epoch"] >= cfg.epochs:
         raise ValueError(
             f"the checkpoint is of epoch {checkpoint['epoch']}, the last of {cfg.epochs}: "

@@ -27,6 +27,7 @@ from pipeline.config import (
     ModelConfig,
     TrainConfig,
     parse_latent_dims,
+    parse_seeds,
 )
 from pipeline.data import DataError, check_writable
 from pipeline.train import flush_denormals
@@ -70,9 +71,12 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default="10", help="passes over the training set (default 10)")
     p.add_argument("--lr", default="1e-3", help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", default="128", help="mini-batch size (default 128)")
-    p.add_argument("--seed", default="0", help="seed of the first initialisation (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--max-restarts", default="20", help="fresh initialisations after a collapse")
+    p.add_argument(
+        "--max-restarts",
+        default="20",
+        help="fresh initialisations (next seeds) after one fails the health check (default 20)",
+    )
     p.add_argument("--data-dir", default="./data", help="MNIST folder (default ./data)")
     p.add_argument("--train-limit", default="0", help="first N training images (0: all)")
     p.add_argument("--test-limit", default="0", help="first N test images (0: all)")
@@ -83,7 +87,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
+def _configs(args: argparse.Namespace, seed: int = 0) -> tuple[DataConfig, TrainConfig]:
     data = DataConfig(
         data_dir=args.data_dir,
         train_limit=_limit("train_limit", args.train_limit),
@@ -93,7 +97,7 @@ def _configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
         epochs=_integer("epochs", args.epochs),
         lr=_number("lr", args.lr),
         batch_size=_integer("batch_size", args.batch_size),
-        seed=_integer("seed", args.seed),
+        seed=seed,
         device=args.device,
         max_restarts=_integer("max_restarts", args.max_restarts),
     )
@@ -113,7 +117,7 @@ def _train(args: argparse.Namespace) -> Callable[[], object]:
             resume.model, resume.data, resume.train, resume.registered_model, resume
         )
     model = ModelConfig(kind=args.kind, latent_dim=_integer("latent_dim", args.latent_dim))
-    data, train = _configs(args)
+    data, train = _configs(args, _integer("seed", args.seed))
 
     def work() -> object:
         from tracking.training import train_tracked
@@ -130,13 +134,14 @@ def _sweep(args: argparse.Namespace) -> Callable[[], object]:
     if parallel < 1:
         raise ConfigError(f"parallel must be a positive integer (got {args.parallel!r})")
     force = _flag("force", args.force)
-    data, train = _configs(args)
+    seeds = parse_seeds(args.seeds)
+    data, train = _configs(args, seeds[0])
 
     def work() -> object:
         from tracking.sweep import run_sweep
 
         return run_sweep(
-            dims, linear.latent_dim, data, train, args.registered_model, parallel, force
+            dims, linear.latent_dim, seeds, data, train, args.registered_model, parallel, force
         )
 
     return work
@@ -205,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one autoencoder in an MLflow run")
     train.add_argument("--kind", default="conv", help="conv or linear (default conv)")
     train.add_argument("--latent-dim", default="100", help="code size (default 100)")
+    train.add_argument("--seed", default="0", help="seed of the first initialisation (default 0)")
     _add_training_args(train)
     train.add_argument(
         "--resume-run-id",
@@ -216,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train every latent size and the linear baseline")
     sweep.add_argument("--latent-dims", default="3,10,100,250", help="conv latent sizes")
     sweep.add_argument("--linear-dim", default="10", help="linear baseline's latent size")
+    sweep.add_argument(
+        "--seeds",
+        default="0",
+        help="seeds to train every configuration from, e.g. 0,1,2 (default 0)",
+    )
     sweep.add_argument("--parallel", default="1", help="training steps run at once (default 1)")
     sweep.add_argument(
         "--force",

@@ -2,8 +2,9 @@
 `comparison` run, and point the registry's `champion` alias at the recommended model.
 
 Only this module writes files. The numbers come from the runs' logged metrics (latent
-quality included, computed at training time); models are loaded only to draw the
-reconstruction grid and the latent plots, one per (kind, latent size): the newest.
+quality included, computed at training time), grouped by configuration over seeds;
+models are loaded only to draw the reconstruction grid and the latent plots, one per
+configuration: its best seed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.config import CompareConfig
 from pipeline.data import Mnist, load_mnist
 from pipeline.images import sample_indices
 from pipeline.latent import encode_all, project_3d
+from pipeline.observations import observations
 from pipeline.pca import PcaFloors, compute_floors, read_cached, write_cache
 from pipeline.plots import (
     latent_scatter_3d,
@@ -33,7 +35,9 @@ from pipeline.plots import (
 )
 from pipeline.plots import standalone_html as plotly_html
 from pipeline.render import ReportDoc, to_console, to_html, to_markdown
-from pipeline.report import curves, observations, recommend, summarize
+from pipeline.report import curves, summarize
+from pipeline.spread import aggregate, recommend
+from pipeline.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
 from pipeline.train import reconstruct
 from tracking import names
 from tracking.query import RunSet
@@ -53,12 +57,15 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 
 @dataclass(frozen=True)
 class Drawn:
-    """What the loaded models give: reconstruction rows and 3D points per model label."""
+    """What the loaded models give: reconstruction rows per run name, 3D points per
+    configuration, drawn from its best seed."""
 
     reconstructions: dict[str, np.ndarray]
     points: dict[str, np.ndarray]
+    drawn_runs: dict[str, str]
+    """Configuration -> the run name of the seed drawn."""
     three_d: str | None
-    """Label of the model whose own codes are 3D (conv preferred), if any."""
+    """Configuration whose own codes are 3D (conv preferred), if any."""
 
 
 def pca_floors(data_dir: str, data: Mnist) -> PcaFloors:
@@ -71,36 +78,35 @@ def pca_floors(data_dir: str, data: Mnist) -> PcaFloors:
     return floors
 
 
-def newest_per_config(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (kind, latent_dim): the one that started last."""
-    newest = runs.sort_values("start_time").groupby(["kind", "latent_dim"]).tail(1)
-    return newest.sort_values(["kind", "latent_dim"])
-
-
-def _draw_models(runs: pd.DataFrame, data: Mnist, registered_model: str) -> Drawn:
-    """Load each newest model once; reconstruct the sample digits and encode the test set."""
+def _draw_models(
+    runs: pd.DataFrame, configs: pd.DataFrame, data: Mnist, registered_model: str
+) -> Drawn:
+    """Load each configuration's best seed once; reconstruct the sample digits and encode
+    the test set."""
     samples = data.test.images[sample_indices(data.test.labels)]
-    rows, points, three_d = {}, {}, None
-    for run in newest_per_config(runs).itertuples():
+    rows, points, drawn_runs, three_d = {}, {}, {}, None
+    drawn = runs.set_index("run_id").loc[configs["best_run_id"]].reset_index()
+    for run in drawn.itertuples():
         name = run.registered_model if isinstance(run.registered_model, str) else registered_model
         model = load_model(version_uri(name, version_of_run(name, run.run_id)))
         rows[run.run_name] = reconstruct(model, samples).numpy()
         codes = encode_all(model, data.test.images, torch.device("cpu"))
-        points[run.run_name] = project_3d(codes)
+        points[run.config], drawn_runs[run.config] = project_3d(codes), run.run_name
         if run.latent_dim == 3 and three_d is None:  # conv sorts before linear
-            three_d = run.run_name
-    return Drawn(rows, points, three_d)
+            three_d = run.config
+    return Drawn(rows, points, drawn_runs, three_d)
 
 
 def _latent_pages(drawn: Drawn, labels: np.ndarray) -> dict[str, str]:
     """Relative path -> HTML page of every latent plot."""
     pages = {}
     for label, points in drawn.points.items():
+        model = f"{label} ({drawn.drawn_runs[label]}, its best seed)"
         if label == drawn.three_d:
-            title = f"{label}: the test set's codes, coloured by digit"
+            title = f"{model}: the test set's codes, coloured by digit"
             pages[LATENT_3D_FILE] = plotly_html(latent_scatter_3d(points, labels, title))
         else:
-            title = f"{label}: 3D PCA projection of the test set's codes"
+            title = f"{model}: 3D PCA projection of the test set's codes"
             page = plotly_html(latent_scatter_3d(points, labels, title))
             pages[f"{PROJECTIONS_DIR}/{label}.html"] = page
     return pages
@@ -119,12 +125,10 @@ def _latent_note(drawn: Drawn) -> str:
 
 
 def _loss_curves(report: pd.DataFrame, runset: RunSet) -> pd.DataFrame:
-    """Per-epoch curves labelled by model name (and the run id's start where names repeat)."""
-    model_names = report.set_index("run_id")["model"]
-    repeated = model_names.duplicated(keep=False)
-    labels = model_names.where(~repeated, model_names + " " + model_names.index.str[:6])
+    """Per-epoch curves of every run, labelled by configuration: the plots draw each
+    configuration's mean over its seeds and their spread."""
     table = curves(runset.histories)
-    table["label"] = table["run_id"].map(labels)
+    table["label"] = table["run_id"].map(report.set_index("run_id")["config"])
     table["order"] = table["run_id"].map({r: i for i, r in enumerate(report["run_id"])})
     return table.sort_values(["order", "epoch"])  # the report's order: kind, then d
 
@@ -140,24 +144,34 @@ def _write(out: Path, files: dict[str, str | bytes]) -> None:
 
 
 def build_outputs(
-    out: Path, runset: RunSet, report: pd.DataFrame, doc: ReportDoc, data: Mnist, registered: str
+    out: Path, runset: RunSet, doc: ReportDoc, floors: PcaFloors, data: Mnist, registered: str
 ) -> None:
     """Write every artifact of the comparison into out."""
-    table = _loss_curves(report, runset)
-    drawn = _draw_models(runset.runs, data, registered)
+    table = _loss_curves(doc.report, runset)
+    drawn = _draw_models(runset.runs, doc.configs, data, registered)
     originals = data.test.images[sample_indices(data.test.labels)].float().numpy() / 255.0
+    tradeoff_png = png_bytes(mse_vs_latent_png(doc.configs, floors))
     loss_png = png_bytes(loss_curves_png(table))
     grid_png = png_bytes(reconstruction_figure(originals, drawn.reconstructions))
     doc.notes.append(_latent_note(drawn))
-    doc.images.update({"Loss curves": loss_png, "Reconstructions": grid_png})
+    doc.images.update(
+        {
+            "Test MSE and parameters against latent size": tradeoff_png,
+            "Loss curves": loss_png,
+            "Reconstructions": grid_png,
+        }
+    )
     compared = pd.concat(
         [runset.runs[["run_id", "run_name", "status"]], runset.excluded], ignore_index=True
     )
     files = {
-        "report.csv": report.to_csv(index=False),
+        "report.csv": doc.configs.to_csv(index=False),
+        "runs.csv": doc.report.to_csv(index=False),
         "report.md": to_markdown(doc),
         "report.html": to_html(doc),
         "compared_runs.csv": compared.to_csv(index=False),
+        "mse_vs_latent.png": tradeoff_png,
+        "mse_vs_latent.html": plotly_html(mse_vs_latent_plotly(doc.configs, floors)),
         "loss_curves.png": loss_png,
         "loss_curves.html": plotly_html(loss_curves_plotly(table)),
         "reconstructions.png": grid_png,
@@ -198,13 +212,14 @@ def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> st
             data = load_mnist(cfg.data_dir)
             floors = pca_floors(cfg.data_dir, data)
         report = summarize(runset.runs, runset.histories, floors)
-        rec = recommend(report, cfg.margin)
+        configs = aggregate(report)
+        rec = recommend(configs, cfg.margin)
         version = version_of_run(registered_model, rec.run_id)
-        notes = observations(report, floors)
-        doc = ReportDoc(name, runset.source, report, notes, rec, runset.excluded)
+        notes = observations(report, configs, floors)
+        doc = ReportDoc(name, runset.source, report, configs, notes, rec, runset.excluded)
         doc.champion = f"{registered_model} version {version}, alias {names.CHAMPION_ALIAS}"
         with tempfile.TemporaryDirectory() as out:
-            build_outputs(Path(out), runset, report, doc, data, registered_model)
+            build_outputs(Path(out), runset, doc, floors, data, registered_model)
             stop_if_requested()
             mlflow.log_artifacts(out)
         stop_if_requested()  # the champion moves only on a complete comparison

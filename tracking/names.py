@@ -18,7 +18,11 @@ PARAMS_TOTAL = "params_total"
 PARAMS_ENCODER = "params_encoder"
 PARAMS_DECODER = "params_decoder"
 TRAIN_SECONDS = "train_seconds"
-COLLAPSE_RESTARTS = "collapse_restarts"
+# Initialisations that failed the health check (pipeline/health.py) and were replaced by
+# the next seed: in all, and by reason.
+RESTARTS = "restarts"
+RESTARTS_CONSTANT = "restarts_constant"
+RESTARTS_PLATEAU = "restarts_plateau"
 TRACKING_SECONDS = "tracking_seconds"  # time in MLflow calls: epochs, images, dataset, model
 # Latent quality, from the final model's codes (pipeline/latent.py): computed at training
 # time so that a comparison over many runs only reads them.
@@ -26,7 +30,7 @@ KNN_ACCURACY = "knn5_accuracy"  # 5-NN digit accuracy: fit on training codes, te
 SILHOUETTE = "silhouette"  # silhouette of the test codes grouped by digit
 LATENT_SECONDS = "latent_quality_seconds"  # cost of encoding both splits and scoring
 # Largest per-pixel std of the final model's outputs over the first 256 test digits; under
-# pipeline.train.COLLAPSE_STD the output no longer depends on the input: collapsed.
+# pipeline.health.CONSTANT_STD the output no longer depends on the input: collapsed.
 OUTPUT_STD = "output_std"
 
 # Tags.
@@ -34,8 +38,23 @@ TAG_KIND = "model_kind"
 TAG_LATENT = "latent_dim"
 TAG_CODE_VERSION = "code_version"
 TAG_INIT_SEED = "init_seed"  # the seed whose initialisation was kept after any restarts
-TAG_COLLAPSE_LOG = "collapse_log"  # one line per collapse that forced a restart
+TAG_RESTART_LOG = "restart_log"  # one line per initialisation that failed the health check
 TAG_FAILURE = "failure_reason"
+# Where a number came from, on every run (tracking/host.py).
+TAG_HOST_CPU = "host.cpu"  # CPU model name
+TAG_HOST_ISA = "host.cpu_capability"  # the instruction set torch's kernels use, e.g. AVX512
+TAG_HOST_THREADS = "host.threads"  # torch's intra-op threads
+TAG_HOST_GPU = "host.gpu"  # CUDA device name, "none" without one
+TAG_TORCH_VERSION = "host.torch_version"
+TAG_MLFLOW_VERSION = "host.mlflow_version"
+HOST_TAGS = (
+    TAG_HOST_CPU,
+    TAG_HOST_ISA,
+    TAG_HOST_THREADS,
+    TAG_HOST_GPU,
+    TAG_TORCH_VERSION,
+    TAG_MLFLOW_VERSION,
+)
 TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
@@ -72,6 +91,12 @@ CHAMPION_ALIAS = "champion"
 TRAIN_ENTRY_POINTS = {"conv": "train", "linear": "train_linear"}
 
 
-def run_name(kind: str, latent_dim: int) -> str:
-    """The run name and registry alias of a configuration, e.g. "conv-d100"."""
+def config_name(kind: str, latent_dim: int) -> str:
+    """A configuration's name, e.g. "conv-d100": what the comparison groups seeds under."""
     return f"{kind}-d{latent_dim}"
+
+
+def run_name(kind: str, latent_dim: int, seed: int) -> str:
+    """The run name and registry alias of a configuration trained from a seed, e.g.
+    "conv-d100-s1"."""
+    return f"{config_name(kind, latent_dim)}-s{seed}"

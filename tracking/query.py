@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from tracking import names
+from tracking.host import describe
 
 DEFAULT_EXPERIMENT_ID = "0"
 FINISHED = "FINISHED"
@@ -34,7 +35,9 @@ SUMMARY_METRICS = (
     names.PARAMS_ENCODER,
     names.PARAMS_DECODER,
     names.TRAIN_SECONDS,
-    names.COLLAPSE_RESTARTS,
+    names.RESTARTS,
+    names.RESTARTS_CONSTANT,
+    names.RESTARTS_PLATEAU,
     names.KNN_ACCURACY,
     names.SILHOUETTE,
     names.OUTPUT_STD,
@@ -181,7 +184,8 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
-    """One typed row per run: params cast by PARAM_TYPES, summary metrics as floats."""
+    """One typed row per run: params cast by PARAM_TYPES, summary metrics as floats, the
+    configuration's name ("conv-d100") and the host in words."""
     rows = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
@@ -195,10 +199,14 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
         }
         row.update({key: params.get(key) for key in PARAM_TYPES})
         row["latent_dim"] = params.get("latent_dim", tags.get(names.TAG_LATENT))
+        row["config"] = names.config_name(row["kind"], row["latent_dim"])
+        row["host"] = describe(tags)
         row.update({key: run.data.metrics.get(key, float("nan")) for key in SUMMARY_METRICS})
         rows.append(row)
     frame = pd.DataFrame(rows).astype(PARAM_TYPES)
-    return frame.astype({"kind": "string", "registered_version": "string"})
+    return frame.astype(
+        {"kind": "string", "registered_version": "string", "config": "string", "host": "string"}
+    )
 
 
 def metric_histories(run_ids: pd.Series) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from tracking import names
+from tracking.host import host_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,13 +104,13 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
 def tracked_run(
     run_name: str | None, tags: dict[str, str], nested: bool = False, run_id: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start (or, under `mlflow run`, take over; or, given run_id, reopen) a run and end it
-    with the right status: FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED with
-    the reason otherwise."""
+    """Start (or, under `mlflow run`, take over; or, given run_id, reopen) a run, tag it
+    with the host it runs on, and end it with the right status: FINISHED on success,
+    KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise."""
     run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested)
     run_id = run.info.run_id
     try:
-        mlflow.set_tags(tags)
+        mlflow.set_tags({**host_tags(), **tags})
         stop_if_requested()  # a signal that came while the run was being created
         yield run
     except (KeyboardInterrupt, Terminated) as exc:

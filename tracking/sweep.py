@@ -43,6 +43,7 @@ STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop with
 class Step:
     kind: str
     latent_dim: int
+    seed: int
 
     @property
     def entry_point(self) -> str:
@@ -50,15 +51,20 @@ class Step:
 
     @property
     def name(self) -> str:
-        return names.run_name(self.kind, self.latent_dim)
+        return names.run_name(self.kind, self.latent_dim, self.seed)
 
 
 class SweepError(RuntimeError):
     """One or more training steps failed."""
 
 
-def sweep_steps(latent_dims: tuple[int, ...], linear_dim: int) -> list[Step]:
-    return [Step("conv", d) for d in latent_dims] + [Step("linear", linear_dim)]
+def sweep_steps(
+    latent_dims: tuple[int, ...], linear_dim: int, seeds: tuple[int, ...]
+) -> list[Step]:
+    """Every configuration for the first seed, then every one for the next: a sweep
+    stopped early has whole seeds."""
+    configs = [("conv", d) for d in latent_dims] + [("linear", linear_dim)]
+    return [Step(kind, d, seed) for seed in seeds for kind, d in configs]
 
 
 def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered: str) -> dict:
@@ -68,7 +74,7 @@ def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered
         "epochs": train.epochs,
         "lr": train.lr,
         "batch_size": train.batch_size,
-        "seed": train.seed,
+        "seed": step.seed,
         "device": train.device,
         "max_restarts": train.max_restarts,
         "data_dir": data.data_dir,
@@ -176,7 +182,7 @@ def reusable_run(
         f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}' and attributes.status = 'FINISHED' "
         f"and tags.{names.TAG_CODE_VERSION} = '{version}' "
         f"and tags.`{names.TAG_ENTRY_POINT}` = '{step.entry_point}' "
-        f"and params.latent_dim = '{step.latent_dim}'",
+        f"and params.latent_dim = '{step.latent_dim}' and params.seed = '{step.seed}'",
         order_by=["attributes.start_time DESC"],
         max_results=REUSE_CANDIDATES,
     )
@@ -211,15 +217,17 @@ def _share_cores(parallel: int) -> None:
 def run_sweep(
     latent_dims: tuple[int, ...],
     linear_dim: int,
+    seeds: tuple[int, ...],
     data: DataConfig,
     train: TrainConfig,
     registered_model: str,
     parallel: int = 1,
     force: bool = False,
 ) -> str:
-    """Train every step as a child run of a dated parent run, `parallel` at a time, taking
-    over matching FINISHED runs unless `force`; returns the parent's run id."""
-    steps = sweep_steps(latent_dims, linear_dim)
+    """Train every (configuration, seed) as a child run of a dated parent run, `parallel`
+    at a time, taking over matching FINISHED runs unless `force`; returns the parent's
+    run id."""
+    steps = sweep_steps(latent_dims, linear_dim, seeds)
     version = code_version()
     tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: version}
     name = "sweep-" + datetime.now().strftime("%Y-%m-%d-%H%M%S")
@@ -228,6 +236,7 @@ def run_sweep(
             {
                 "latent_dims": ",".join(map(str, latent_dims)),
                 "linear_dim": linear_dim,
+                "seeds": ",".join(map(str, seeds)),
                 "parallel": parallel,
                 "force": force,
             }

@@ -19,14 +19,14 @@ from torch import nn
 
 from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from pipeline.data import Mnist, load_mnist
+from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE
 from pipeline.images import reconstruction_grid, sample_indices
 from pipeline.latent import encode_all, latent_quality
 from pipeline.models import build_model, count_params
 from pipeline.train import (
-    PROBE_SIZE,
     Checkpoint,
-    CollapseEvent,
     EpochResult,
+    Restart,
     TrainResult,
     check_resumable,
     fit,
@@ -78,15 +78,15 @@ class EpochLogger:
         self.seconds += time.perf_counter() - start
 
 
-def record_collapse(event: CollapseEvent) -> None:
-    """on_collapse callback: a visible line on the run for every restart."""
+def record_restart(event: Restart) -> None:
+    """on_restart callback: a visible line on the run for every restart."""
     line = (
-        f"seed {event.seed}: constant output at epoch {event.epoch}, step {event.step} "
-        f"(output std {event.output_std:.1e}, loss {event.loss:.4f}); restarted with seed "
-        f"{event.seed + 1}"
+        f"seed {event.seed}: {event.reason} at step {event.step} (output std "
+        f"{event.output_std:.1e}, probe MSE {event.loss:.4f}, {event.black_ratio:.2f}x the "
+        f"all-black output's); restarted with seed {event.seed + 1}"
     )
-    append_tag_line(names.TAG_COLLAPSE_LOG, line)
-    mlflow.log_metric(names.COLLAPSE_RESTARTS, event.attempt + 1, step=event.attempt + 1)
+    append_tag_line(names.TAG_RESTART_LOG, line)
+    mlflow.log_metric(names.RESTARTS, event.attempt + 1, step=event.attempt + 1)
 
 
 def run_params(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, object]:
@@ -128,7 +128,9 @@ def _log_summary(result: TrainResult, model: nn.Module, seconds: float) -> None:
             names.PARAMS_ENCODER: counts.encoder,
             names.PARAMS_DECODER: counts.decoder,
             names.TRAIN_SECONDS: seconds,
-            names.COLLAPSE_RESTARTS: len(result.collapses),
+            names.RESTARTS: len(result.restarts),
+            names.RESTARTS_CONSTANT: sum(r.reason == CONSTANT for r in result.restarts),
+            names.RESTARTS_PLATEAU: sum(r.reason == PLATEAU for r in result.restarts),
         }
     )
     mlflow.set_tag(names.TAG_INIT_SEED, str(result.init_seed))
@@ -250,7 +252,7 @@ def train_tracked(
 ) -> str:
     """Train one configuration in an MLflow run and register the model; with `resume`, in
     the stopped run, from its checkpoint. Returns the training run's id."""
-    alias = names.run_name(model_cfg.kind, model_cfg.latent_dim)
+    alias = names.run_name(model_cfg.kind, model_cfg.latent_dim, train_cfg.seed)
     tags = {
         names.TAG_KIND: model_cfg.kind,
         names.TAG_LATENT: str(model_cfg.latent_dim),
@@ -315,7 +317,7 @@ def _train_in_run(
             data,
             train_cfg,
             on_epoch_end=logger,
-            on_collapse=record_collapse,
+            on_restart=record_restart,
             on_step=stop_if_requested,
             on_checkpoint=saver,
             resume=resume.checkpoint if resume else None,

@@ -65,4 +65,4 @@ def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mn
     assert "store: 12 finished training runs of 2 epochs (5 trained, 7 copies)" in out
     assert "compare --all-finished: exit 0, FINISHED, wall time" in out
     assert "the 30 s target" in out
-    assert "report.csv 12 rows (12 distinct runs:" in out
+    assert "runs.csv 12 rows (12 distinct runs:" in out

@@ -1,6 +1,13 @@
 import pytest
 
-from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, parse_latent_dims
+from pipeline.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_latent_dims,
+    parse_seeds,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +50,22 @@ def test_latent_list_parses(text):
 def test_unparsable_latent_list_is_rejected(text):
     with pytest.raises(ConfigError, match="latent_dims must be"):
         parse_latent_dims(text)
+
+
+def test_seed_list_parses_and_allows_zero():
+    assert parse_seeds("0") == (0,) and parse_seeds("0, 1,2") == (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (parse_seeds, "0,-1", "seeds must be a comma-separated list of integers >= 0"),
+        (parse_seeds, "", "seeds must be a comma-separated list"),
+        (parse_seeds, "0,1,1", "seeds must not repeat a value (1 given twice in '0,1,1')"),
+        (parse_latent_dims, "3,3,10,10", "latent_dims must not repeat a value (3, 10 given"),
+    ],
+)
+def test_bad_lists_are_named(parse, text, message):
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value).startswith(message)

@@ -19,12 +19,21 @@ from pipeline.plots import (
 
 @pytest.fixture
 def curves() -> pd.DataFrame:
+    """One run per label: no seed spread."""
     rows = [
-        (label, epoch, 0.1 / (epoch + i), 0.11 / (epoch + i))
+        (label, f"r{i}", epoch, 0.1 / (epoch + i), 0.11 / (epoch + i))
         for i, label in enumerate(["conv-d3", "conv-d10", "linear-d10"])
         for epoch in (1, 2, 3)
     ]
-    return pd.DataFrame(rows, columns=["label", "epoch", "train_mse", "test_mse"])
+    return pd.DataFrame(rows, columns=["label", "run_id", "epoch", "train_mse", "test_mse"])
+
+
+@pytest.fixture
+def seeded(curves) -> pd.DataFrame:
+    """conv-d10 gets a second seed whose test MSE is twice the first's."""
+    second = curves[curves["label"] == "conv-d10"].assign(run_id="r9")
+    second["test_mse"] *= 2
+    return pd.concat([curves, second], ignore_index=True)
 
 
 def test_loss_curves_png_has_train_and_test_per_model(curves):
@@ -48,6 +57,23 @@ def test_loss_curves_plotly_groups_each_models_lines(curves):
     ]
     assert {t.legendgroup for t in fig.data[:2]} == {"conv-d3"}
     assert list(fig.data[3].y) == pytest.approx([0.1 / 2, 0.1 / 3, 0.1 / 4])  # conv-d10 train
+
+
+def test_seeds_are_drawn_as_their_mean_and_a_min_to_max_band(seeded):
+    fig = loss_curves_png(seeded)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    mean = [1.5 * 0.11 / e for e in (2, 3, 4)]  # (x + 2x) / 2
+    np.testing.assert_allclose(lines["conv-d10 test"].get_ydata(), mean)
+    (band,) = ax.collections  # only conv-d10 has a spread
+    low_high = band.get_paths()[0].vertices[:, 1]
+    assert low_high.min() == pytest.approx(0.11 / 4) and low_high.max() == pytest.approx(0.22 / 2)
+    assert "band: min to max of 2" in ax.get_title()
+    page = loss_curves_plotly(seeded)
+    bands = [t for t in page.data if t.name.startswith("conv-d10 test m")]
+    assert [t.name for t in bands] == ["conv-d10 test max", "conv-d10 test min"]
+    assert list(bands[0].y) == pytest.approx([0.22 / 2, 0.22 / 3, 0.22 / 4])
+    assert bands[1].fill == "tonexty" and not bands[1].showlegend
 
 
 def test_reconstruction_figure_stacks_originals_and_models():

@@ -4,10 +4,9 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainConfig
 from pipeline.data import load_mnist
+from pipeline.health import CONSTANT, CONSTANT_STD, HEALTH_WINDOW, PLATEAU, PLATEAU_RATIO
 from pipeline.models import ConvAutoencoder, build_model
 from pipeline.train import (
-    COLLAPSE_STD,
-    COLLAPSE_WINDOW,
     CollapseError,
     NonFiniteLossError,
     evaluate,
@@ -44,13 +43,27 @@ def dead_conv(latent_dim: int) -> ConvAutoencoder:
     return model
 
 
-def collapsing_first(latent_dim: int):
-    """A build function whose first model is collapsed and later ones are normal."""
+def stalled_conv(latent_dim: int) -> ConvAutoencoder:
+    """A conv autoencoder that cannot learn to reconstruct: every weight frozen but the
+    output's bias, which only moves the whole output towards black. The output layer's
+    weights are scaled up so that its reconstructions vary clearly with the input (by
+    about 0.04 per pixel): a constant-output check does not see it."""
+    model = ConvAutoencoder(latent_dim)
+    with torch.no_grad():
+        model.decoder[-2].weight.mul_(300)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.decoder[-2].bias.requires_grad_(True)
+    return model
+
+
+def failing_first(latent_dim: int, broken=dead_conv):
+    """A build function whose first model is broken and later ones are normal."""
     calls = []
 
     def build():
         calls.append(1)
-        return dead_conv(latent_dim) if len(calls) == 1 else ConvAutoencoder(latent_dim)
+        return broken(latent_dim) if len(calls) == 1 else ConvAutoencoder(latent_dim)
 
     return build
 
@@ -96,20 +109,20 @@ def test_evaluate_does_not_depend_on_the_batch_size(small):
 
 
 def test_collapse_restarts_with_the_next_seed_and_reports_it(small):
-    reported, collapses = [], []
+    reported, restarts = [], []
     result = fit(
-        collapsing_first(3),
+        failing_first(3),
         small,
         TrainConfig(epochs=2, seed=5),
         on_epoch_end=lambda r, m: reported.append(r.epoch),
-        on_collapse=collapses.append,
+        on_restart=restarts.append,
         **quiet(),
     )
-    assert [(c.attempt, c.seed) for c in collapses] == [(0, 5)]
-    assert collapses[0].output_std < COLLAPSE_STD
-    assert result.init_seed == 6 and result.collapses == collapses
+    assert [(r.attempt, r.seed, r.reason) for r in restarts] == [(0, 5, CONSTANT)]
+    assert restarts[0].output_std < CONSTANT_STD
+    assert result.init_seed == 6 and result.restarts == restarts
     assert reported == [1, 2]  # nothing from the discarded initialisation
-    assert output_spread(result.model, probe(small)) > COLLAPSE_STD
+    assert output_spread(result.model, probe(small)) > CONSTANT_STD
     # The kept model is exactly what a fresh run with the next seed gives.
     fresh = fit(lambda: ConvAutoencoder(3), small, TrainConfig(epochs=2, seed=6), **quiet())
     assert losses(result) == losses(fresh)
@@ -119,16 +132,38 @@ def test_a_real_collapse_is_detected_and_recovered(mnist_dir):
     # Measured: the exercise's conv model at d=3 with seed 0 collapses within 25 steps.
     data = load_mnist(mnist_dir, train_limit=4096, test_limit=256, log=lambda _: None)
     result = fit(lambda: ConvAutoencoder(3), data, TrainConfig(epochs=1, seed=0), **quiet())
-    assert result.collapses and result.collapses[0].seed == 0
-    assert result.collapses[0].step <= COLLAPSE_WINDOW
-    assert result.init_seed == len(result.collapses)
-    assert output_spread(result.model, probe(data)) > COLLAPSE_STD
+    assert result.restarts and result.restarts[0].seed == 0
+    assert result.restarts[0].reason == CONSTANT and result.restarts[0].step <= HEALTH_WINDOW
+    assert result.init_seed == len(result.restarts)
+    assert output_spread(result.model, probe(data)) > CONSTANT_STD
     assert result.history[-1].test_mse < 0.1  # the all-black output scores 0.114
 
 
+def test_a_model_stuck_at_the_black_loss_is_restarted_though_its_output_varies(small):
+    # 32 steps an epoch, 7 epochs: the whole 200-step window. The stalled model's output
+    # still varies (the old constant-output check passed it); its loss does not fall.
+    restarts = []
+    cfg = TrainConfig(epochs=7, batch_size=32, seed=2)
+    build = failing_first(10, broken=stalled_conv)
+    result = fit(build, small, cfg, on_restart=restarts.append, **quiet())
+    (stall,) = restarts
+    assert (stall.seed, stall.reason, stall.step) == (2, PLATEAU, HEALTH_WINDOW)
+    assert stall.output_std > 100 * CONSTANT_STD and stall.black_ratio >= PLATEAU_RATIO
+    assert result.init_seed == 3
+    black = small.test.images.float().div(255).pow(2).mean().item()
+    assert result.history[-1].test_mse < PLATEAU_RATIO * black  # the kept one learned
+
+
+def test_a_run_shorter_than_the_window_is_judged_on_a_constant_output_only(small):
+    # 8 steps in all: too early for any loss to have left the all-black level.
+    cfg = TrainConfig(epochs=1, seed=0)
+    result = fit(lambda: stalled_conv(10), small, cfg, **quiet())
+    assert result.restarts == [] and len(result.history) == 1
+
+
 def test_collapse_after_epochs_were_recorded_fails_loudly(small):
-    # Batches of 4 put the end of epoch 1 past the collapse window, so it is reported;
-    # killing the decoder then must raise, not go on as if the model were fine.
+    # Once epochs are recorded a collapse cannot be undone by a restart: killing the
+    # decoder after epoch 1 must raise, not go on as if the model were fine.
     def kill(result, model):
         with torch.no_grad():
             model.decoder[0].weight.zero_()
@@ -152,7 +187,7 @@ def test_non_finite_loss_stops_training(small):
             model.encoder.weight[0, 0] = float("nan")
         return model
 
-    with pytest.raises(NonFiniteLossError, match="nan at epoch 1"):
+    with pytest.raises(NonFiniteLossError, match="nan at step 10 of seed 0.s health window"):
         fit(broken, small, TrainConfig(epochs=3), **quiet())
 
 
@@ -163,13 +198,12 @@ def test_reconstruct_returns_cpu_images(small):
 
 
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(small, tmp_path):
-    # 128 steps per epoch: epoch 1 ends inside the collapse window, so its state is not
-    # offered (it could still be discarded); every later epoch's is.
+    # The initialisation is chosen before training, so every epoch's state is offered.
     cfg = TrainConfig(epochs=4, seed=1, batch_size=8)
-    build = collapsing_first(10)  # the first initialisation is discarded
+    build = failing_first(10)  # the first initialisation is discarded
     saved = []
     whole = fit(build, small, cfg, on_checkpoint=lambda c: saved.append(c["epoch"]), **quiet())
-    assert saved == [2, 3, 4] and whole.init_seed > 1
+    assert saved == [1, 2, 3, 4] and whole.init_seed > 1
 
     path = tmp_path / "checkpoint.pt"
 
@@ -178,13 +212,13 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(small, tmp_pa
             torch.save(state, path)
 
     first_two = TrainConfig(epochs=2, seed=1, batch_size=8)
-    fit(collapsing_first(10), small, first_two, on_checkpoint=save_second, **quiet())
+    fit(failing_first(10), small, first_two, on_checkpoint=save_second, **quiet())
     state = torch.load(path, weights_only=True)  # plain data: no code is unpickled
     resumed = fit(lambda: build_model("conv", 10), small, cfg, resume=state, **quiet())
     assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
     assert losses(resumed) == losses(whole)
     assert resumed.final_train_mse == whole.final_train_mse
-    assert resumed.init_seed == whole.init_seed and resumed.collapses == whole.collapses
+    assert resumed.init_seed == whole.init_seed and resumed.restarts == whole.restarts
 
 
 def test_a_checkpoint_of_the_last_epoch_cannot_be_resumed(small):

@@ -20,6 +20,9 @@ BAD_INPUT = [
     (["train", "--device", "tpu"], "device must be one of"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
+    (["sweep", "--latent-dims", "3,3"], "latent_dims must not repeat a value (3 given twice"),
+    (["sweep", "--seeds", "0,x"], "seeds must be a comma-separated list of integers >= 0"),
+    (["sweep", "--seeds", "1,1"], "seeds must not repeat a value (1 given twice"),
     (["sweep", "--epochs", "-2"], "epochs must be an integer >= 1"),
 ]
 

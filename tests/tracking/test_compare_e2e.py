@@ -1,5 +1,5 @@
-"""The comparison end to end: a tiny sweep (which ends with `compare`) in a temporary SQLite
-store, then `compare` again on partial data and on nothing at all."""
+"""The comparison end to end: a tiny sweep over two seeds (which ends with `compare`) in a
+temporary SQLite store, then `compare` again on partial data and on nothing at all."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import DEFAULT_MARGIN
 from pipeline.data import load_mnist
+from pipeline.spread import SPREAD_METRICS, STATS
 from tests.browser import check_rendered, ensure_chromium
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
@@ -19,8 +21,13 @@ from tracking.query import HISTORY_METRICS, find_runs
 pytestmark = pytest.mark.slow
 
 MODEL = names.DEFAULT_REGISTERED_MODEL
+SEEDS = (0, 1)
+CONFIGS = ["conv-d10", "conv-d3", "linear-d10"]
 ARTIFACTS = {
     "report.csv",
+    "runs.csv",
+    "mse_vs_latent.png",
+    "mse_vs_latent.html",
     "report.md",
     "report.html",
     "compared_runs.csv",
@@ -71,9 +78,12 @@ def chromium() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, mnist_dir):
-    """`sweep --latent-dims 3,10`: conv d=3, conv d=10, linear d=10, then the comparison."""
+    """`sweep --latent-dims 3,10 --seeds 0,1`: conv d=3, conv d=10 and linear d=10, each
+    from seeds 0 and 1, then the comparison."""
     store = make_store(tmp_path_factory.mktemp("compare-store"))
-    result = store.cli("sweep", "--latent-dims", "3,10", *small(mnist_dir), timeout=900)
+    seeds = ",".join(map(str, SEEDS))
+    args = ["--latent-dims", "3,10", "--seeds", seeds, *small(mnist_dir)]
+    result = store.cli("sweep", *args, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (sweep,) = store.runs(f"tags.{names.TAG_ROLE} = '{names.ROLE_SWEEP}'")
     (comparison,) = comparisons(store, sweep.info.run_id)
@@ -86,8 +96,11 @@ def test_main_ends_with_a_finished_comparison_holding_every_artifact(swept):
     assert comparison.info.run_name.startswith("comparison-")
     assert comparison.info.experiment_id == sweep.info.experiment_id
     training = store.runs(f"tags.{names.TAG_PARENT_RUN} = '{sweep.info.run_id}'")
-    training_ids = {r.info.run_id for r in training if r.data.tags[names.TAG_ROLE] == "train"}
-    assert len(training_ids) == 3
+    trained = [r for r in training if r.data.tags[names.TAG_ROLE] == "train"]
+    training_ids = {r.info.run_id for r in trained}
+    expected = sorted(f"{config}-s{seed}" for config in CONFIGS for seed in SEEDS)
+    assert sorted(r.info.run_name for r in trained) == expected  # one per (config, seed)
+    assert {r.data.params["seed"] for r in trained} == {"0", "1"}
     assert set(comparison.data.tags[names.TAG_COMPARED_RUNS].split(",")) == training_ids
     assert artifact_paths(store, comparison.info.run_id) == ARTIFACTS
     assert "recommended:" in stdout and f"models:/{MODEL}@{names.CHAMPION_ALIAS}" in stdout
@@ -95,27 +108,55 @@ def test_main_ends_with_a_finished_comparison_holding_every_artifact(swept):
 
 def test_report_numbers_come_from_the_runs(swept, tmp_path):
     store, _, comparison, _ = swept
-    report = pd.read_csv(download(store, comparison.info.run_id, "report.csv", tmp_path))
-    assert sorted(report["model"]) == ["conv-d10", "conv-d3", "linear-d10"]
-    for row in report.itertuples():
+    runs = pd.read_csv(download(store, comparison.info.run_id, "runs.csv", tmp_path))
+    assert len(runs) == len(CONFIGS) * len(SEEDS)
+    restarts = 0
+    for row in runs.itertuples():
         run = store.client.get_run(row.run_id)
+        assert row.model == run.info.run_name and row.seed == int(run.data.params["seed"])
         assert row.final_test_mse == pytest.approx(run.data.metrics[names.FINAL_TEST_MSE])
         assert row.knn5_accuracy == pytest.approx(run.data.metrics[names.KNN_ACCURACY])
         assert row.compression_ratio == pytest.approx(784 / row.latent_dim)
         assert row.gap == pytest.approx(row.final_test_mse - row.final_train_mse)
+        assert row.restarts == run.data.metrics[names.RESTARTS]
+        restarts += row.restarts
     markdown = download(store, comparison.info.run_id, "report.md", tmp_path).read_text()
-    assert "Rule: Among the models that did not collapse" in markdown
-    assert "No model collapsed" in markdown and "None: every training run finished." in markdown
+    assert "Rule: Among the configurations none of whose seeds collapsed" in markdown
+    assert "None: every training run finished." in markdown
+    # "No model collapsed" only when no initialisation had to be replaced
+    assert ("No model collapsed" in markdown) == (restarts == 0)
+    assert ("Initialisations replaced by the health check" in markdown) == (restarts > 0)
+    assert "Hosts of these runs: " in markdown
+
+
+def test_report_groups_the_seeds_of_each_configuration(swept, tmp_path):
+    store, _, comparison, _ = swept
+    report = pd.read_csv(download(store, comparison.info.run_id, "report.csv", tmp_path))
+    runs = pd.read_csv(download(store, comparison.info.run_id, "runs.csv", tmp_path))
+    assert sorted(report["model"]) == CONFIGS and set(report["seeds"]) == {len(SEEDS)}
+    for metric in SPREAD_METRICS:  # every spread column, equal to pandas on the runs
+        by_config = runs.groupby("config")[metric]
+        for stat in STATS:
+            column = report.set_index("model")[f"{metric}_{stat}"]
+            expected = getattr(by_config, stat)()
+            assert column.sort_index().to_numpy() == pytest.approx(expected.to_numpy()), column
+    markdown = download(store, comparison.info.run_id, "report.md", tmp_path).read_text()
+    assert "By configuration: means over seeds" in markdown and " ± " in markdown
+    assert "Spread: " in markdown and "spread between seeds is unknown" not in markdown
 
 
 def test_champion_alias_follows_the_rule_and_loads(swept, tmp_path):
     store, _, comparison, _ = swept
     report = pd.read_csv(download(store, comparison.info.run_id, "report.csv", tmp_path))
-    healthy = report[~report["collapsed"]]
-    within = healthy[healthy["final_test_mse"] <= healthy["final_test_mse"].min() * 1.10]
-    expected = within.sort_values(["latent_dim", "final_test_mse"]).iloc[0]
+    runs = pd.read_csv(download(store, comparison.info.run_id, "runs.csv", tmp_path))
+    healthy = report[report["collapsed_runs"] == 0]
+    mean = healthy["final_test_mse_mean"]
+    within = healthy[mean <= mean.min() * (1 + DEFAULT_MARGIN)]
+    expected = within.sort_values(["latent_dim", "final_test_mse_mean"]).iloc[0]
+    seeds = runs[runs["config"] == expected["model"]]
+    best_seed = seeds.loc[seeds["final_test_mse"].idxmin(), "run_id"]
     version = store.client.get_model_version_by_alias(MODEL, names.CHAMPION_ALIAS)
-    assert version.run_id == expected["run_id"] == comparison.data.tags[names.TAG_CHAMPION_RUN]
+    assert version.run_id == best_seed == comparison.data.tags[names.TAG_CHAMPION_RUN]
     assert str(version.version) == comparison.data.tags[names.TAG_CHAMPION_VERSION]
     markdown = download(store, comparison.info.run_id, "report.md", tmp_path).read_text()
     pick = f"Pick: {expected['model']} ({MODEL} version {version.version}, alias champion)."
@@ -138,11 +179,13 @@ def test_query_casts_params_once_and_reads_histories(swept, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     runset = find_runs(sweep.info.run_id)
     runs = runset.runs.set_index("run_name")
-    assert runs.loc["conv-d3", "latent_dim"] == 3 and str(runs["latent_dim"].dtype) == "Int64"
-    assert runs["lr"].tolist() == [0.001] * 3 and runs["train_limit"].tolist() == [2048] * 3
+    n = len(CONFIGS) * len(SEEDS)
+    assert runs.loc["conv-d3-s1", "latent_dim"] == 3 and str(runs["latent_dim"].dtype) == "Int64"
+    assert runs.loc["conv-d3-s1", "seed"] == 1 and runs.loc["conv-d3-s1", "config"] == "conv-d3"
+    assert runs["lr"].tolist() == [0.001] * n and runs["train_limit"].tolist() == [2048] * n
     assert set(runs["kind"]) == {"conv", "linear"} and runs["status"].eq("FINISHED").all()
     assert runset.histories.groupby(["run_id", "metric"]).size().eq(2).all()  # 2 epochs
-    assert len(runset.histories) == 3 * 2 * len(HISTORY_METRICS)  # runs x epochs x metrics
+    assert len(runset.histories) == n * 2 * len(HISTORY_METRICS)  # runs x epochs x metrics
     assert find_runs().source == runset.source  # the latest sweep by default
 
 
@@ -163,8 +206,8 @@ def test_failed_and_running_runs_are_excluded(swept, mnist_dir, tmp_path):
     assert set(latest.data.tags[names.TAG_EXCLUDED_RUNS].split(",")) == {failed, running}
     markdown = download(store, latest.info.run_id, "report.md", tmp_path).read_text()
     assert f"conv-d100 ({failed}): FAILED" in markdown
-    report = pd.read_csv(download(store, latest.info.run_id, "report.csv", tmp_path))
-    assert len(report) == 3 and failed not in set(report["run_id"])
+    runs = pd.read_csv(download(store, latest.info.run_id, "runs.csv", tmp_path))
+    assert len(runs) == len(CONFIGS) * len(SEEDS) and failed not in set(runs["run_id"])
 
 
 def test_an_unknown_registered_model_is_refused_before_any_run(swept, mnist_dir):

@@ -52,10 +52,10 @@ def test_parallel_main_compare_and_champion_through_the_server(server, tmp_path,
 
     training = store.runs(f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'")
     assert sorted(r.info.run_name for r in training) == [
-        "conv-d10",
-        "conv-d20",
-        "conv-d3",
-        "linear-d10",
+        "conv-d10-s0",
+        "conv-d20-s0",
+        "conv-d3-s0",
+        "linear-d10-s0",
     ]
     assert max(r.info.start_time for r in training) < min(r.info.end_time for r in training)
     for run in training:
@@ -84,7 +84,7 @@ def test_server_stopping_mid_run_fails_it_and_a_resume_completes_it(server, tmp_
     epochs = 40
     params = small_args(mnist_dir, latent_dim=7, epochs=epochs, train_limit=2048)
     proc = store.popen(cli_command("train", *cli_flags(params)))
-    this_run = "attributes.run_name = 'conv-d7'"  # the server holds other tests' runs
+    this_run = "attributes.run_name = 'conv-d7-s0'"  # the server holds other tests' runs
     try:
         deadline = time.time() + 300
         while not ((runs := store.runs(this_run)) and names.TEST_MSE in runs[0].data.metrics):

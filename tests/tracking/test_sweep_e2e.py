@@ -54,17 +54,17 @@ def test_stopped_sweep_started_again_trains_only_what_is_missing(store, mnist_di
     args = sweep_args(mnist_dir, latent_dims="3,10")
     proc = store.popen(cli_command("sweep", *args))
     try:
-        wait_for_run(store, "conv-d10")  # conv-d3 has finished; conv-d10 is starting
+        wait_for_run(store, "conv-d10-s0")  # conv-d3 has finished; conv-d10 is starting
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130
     statuses = {r.info.run_name: r.info.status for r in store.runs()}
-    assert statuses.pop("conv-d3") == "FINISHED"
-    assert statuses.pop("conv-d10") == "KILLED"  # stopped with the sweep, not orphaned
+    assert statuses.pop("conv-d3-s0") == "FINISHED"
+    assert statuses.pop("conv-d10-s0") == "KILLED"  # stopped with the sweep, not orphaned
     assert set(statuses.values()) == {"KILLED"}  # the sweep itself
-    (first,) = [r for r in training_runs(store) if r.info.run_name == "conv-d3"]
+    (first,) = [r for r in training_runs(store) if r.info.run_name == "conv-d3-s0"]
 
     again = store.cli("sweep", *args, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -75,9 +75,13 @@ def test_stopped_sweep_started_again_trains_only_what_is_missing(store, mnist_di
         for r in training_runs(store)
         if r.data.tags.get(names.TAG_PARENT_RUN) == (sweep.info.run_id)
     ]
-    assert sorted(r.info.run_name for r in trained) == ["conv-d10", "linear-d10"]
-    assert compared_names(store, sweep.info.run_id) == ["conv-d10", "conv-d3", "linear-d10"]
-    version = store.client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, "conv-d3")
+    assert sorted(r.info.run_name for r in trained) == ["conv-d10-s0", "linear-d10-s0"]
+    assert compared_names(store, sweep.info.run_id) == [
+        "conv-d10-s0",
+        "conv-d3-s0",
+        "linear-d10-s0",
+    ]
+    version = store.client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, "conv-d3-s0")
     assert version.run_id == first.info.run_id
 
     # Once more: everything is reused, nothing is trained.
@@ -87,7 +91,11 @@ def test_stopped_sweep_started_again_trains_only_what_is_missing(store, mnist_di
     assert third.stdout.count("reusing FINISHED run") == 3
     assert len(training_runs(store)) == count
     sweep = newest_sweep(store)
-    assert compared_names(store, sweep.info.run_id) == ["conv-d10", "conv-d3", "linear-d10"]
+    assert compared_names(store, sweep.info.run_id) == [
+        "conv-d10-s0",
+        "conv-d3-s0",
+        "linear-d10-s0",
+    ]
 
 
 def test_force_trains_again_and_changed_parameters_are_not_reused(store, mnist_dir):
@@ -97,11 +105,11 @@ def test_force_trains_again_and_changed_parameters_are_not_reused(store, mnist_d
     forced = store.cli("sweep", *args, "--force")
     assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
     assert "reusing" not in forced.stdout
-    changed = store.cli("sweep", *sweep_args(mnist_dir, latent_dims="3", seed=1))
+    changed = store.cli("sweep", *sweep_args(mnist_dir, latent_dims="3", lr=0.002))
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
     assert "reusing" not in changed.stdout
     names_trained = sorted(r.info.run_name for r in training_runs(store))
-    assert names_trained == ["conv-d3"] * 3 + ["linear-d10"] * 3
+    assert names_trained == ["conv-d3-s0"] * 3 + ["linear-d10-s0"] * 3
     assert {r.info.status for r in training_runs(store)} == {"FINISHED"}
 
 
@@ -112,10 +120,10 @@ def test_parallel_steps_log_every_epoch_exactly_once(store, mnist_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = training_runs(store)
     assert sorted(r.info.run_name for r in runs) == [
-        "conv-d10",
-        "conv-d20",
-        "conv-d3",
-        "linear-d10",
+        "conv-d10-s0",
+        "conv-d20-s0",
+        "conv-d3-s0",
+        "linear-d10-s0",
     ]
     starts, ends = [r.info.start_time for r in runs], [r.info.end_time for r in runs]
     assert max(starts) < min(ends)  # all four were training at once

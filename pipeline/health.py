@@ -1,0 +1,104 @@
+"""Training health: whether a fresh initialisation learns, decided in its first steps.
+
+Two ways of not learning are seen on this model (README: *Training health*):
+
+- **constant**: a ReLU layer dies and the output stops depending on the input. The
+  reconstructions of the probe digits no longer vary (largest per-pixel standard
+  deviation under CONSTANT_STD); it never recovers.
+- **plateau**: the output still varies, but sits at the loss of the all-black output
+  (pre-sigmoid outputs pushed far negative, vanishing gradients). It may leave the
+  plateau after epochs, or never.
+
+The thresholds below were chosen from `python -m benchmarks.health`, which trains every
+latent size at seeds 0-9 through the window and then to the end of one epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEALTHY, CONSTANT, PLATEAU = "healthy", "constant", "plateau"
+
+CONSTANT_STD = 1e-4
+"""Measured: healthy models' reconstructions vary by at least 2.7e-3 at every probe;
+collapsing ones fall under 5e-5 within 25 steps."""
+PLATEAU_RATIO = 0.8
+"""A model whose probe MSE is still at least this fraction of the all-black output's MSE
+at the end of the window is on the plateau (see the README's table)."""
+HEALTH_WINDOW = 200
+"""Steps an initialisation trains before it is judged."""
+PROBE_EVERY = 25
+"""Steps between looks at the probe digits inside the window (a constant output ends the
+window at once)."""
+PROBE_SIZE = 256
+"""The probe: this many fixed training digits (the first ones)."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """The model as seen on the probe digits after `step` optimiser steps."""
+
+    step: int
+    output_std: float
+    """Largest per-pixel standard deviation of the reconstructions across the probe."""
+    loss: float
+    """Per-pixel MSE of the reconstructions."""
+    black_ratio: float
+    """loss over the MSE of an all-black output on the same digits (1.0: no better)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str
+    """HEALTHY, CONSTANT or PLATEAU."""
+    look: Look
+    """The look it was decided at."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == HEALTHY
+
+    def describe(self) -> str:
+        look = self.look
+        what = {
+            CONSTANT: "constant output",
+            PLATEAU: "stuck at the all-black loss",
+            HEALTHY: "healthy",
+        }[self.state]
+        return (
+            f"{what} at step {look.step} (output std {look.output_std:.1e}, probe MSE "
+            f"{look.loss:.4f}, {look.black_ratio:.2f}x the all-black output's)"
+        )
+
+
+@torch.inference_mode()
+def look(model: nn.Module, probe: torch.Tensor, step: int) -> Look:
+    """Reconstruct the probe digits once and measure spread and loss."""
+    was_training = model.training
+    model.eval()
+    out = model(probe).float()
+    model.train(was_training)
+    loss = F.mse_loss(out, probe).item()
+    black = probe.float().pow(2).mean().item()
+    return Look(step, out.std(dim=0).max().item(), loss, loss / black)
+
+
+def is_constant(seen: Look) -> bool:
+    return seen.output_std < CONSTANT_STD
+
+
+def judge(seen: Look, window_done: bool) -> Verdict | None:
+    """The verdict at this look, or None while it is still open: a constant output is
+    decided at once; a plateau only at the end of the window; a run too short to reach
+    the end of the window is judged on a constant output alone."""
+    if is_constant(seen):
+        return Verdict(CONSTANT, seen)
+    if not window_done:
+        return None
+    if seen.step >= HEALTH_WINDOW and seen.black_ratio >= PLATEAU_RATIO:
+        return Verdict(PLATEAU, seen)
+    return Verdict(HEALTHY, seen)
