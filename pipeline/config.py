@@ -7,6 +7,7 @@ before any data is read or any run is created.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pipeline.models import MODEL_KINDS
@@ -92,9 +93,9 @@ class TrainConfig:
             _is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs
         )
         _require(
-            isinstance(self.lr, (int, float)) and self.lr > 0 and self.lr == self.lr,
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
             "lr",
-            "a number > 0",
+            "a finite number > 0",
             self.lr,
         )
         _require(

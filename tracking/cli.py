@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 
 import mlflow
+import torch
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.exceptions import MlflowException
 
@@ -103,6 +104,8 @@ def _configs(args: argparse.Namespace, seed: int = 0) -> tuple[DataConfig, Train
     )
     if not args.registered_model.strip():
         raise ConfigError("registered_model must be a non-empty name")
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device must be auto or cpu here: torch finds no CUDA device")
     check_writable(data.data_dir)
     return data, train
 

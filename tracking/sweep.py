@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import mlflow
 import psutil
@@ -207,6 +209,16 @@ def _reuse(run: Run, step: Step, registered: str) -> None:
     )
 
 
+def _own_environment() -> None:
+    """Launch the steps with this interpreter's environment: `mlflow.projects.run` starts
+    `mlflow` by name, and `mlflow run` starts `python` by name, from PATH. Called as
+    `.venv/bin/python -m tracking.cli sweep` with the virtualenv not on PATH, they would
+    find no `mlflow` (or a Python without the project's dependencies)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def _share_cores(parallel: int) -> None:
     """Split the cores among parallel steps (torch reads OMP_NUM_THREADS when it starts)
     unless the user set the thread count."""
@@ -246,6 +258,7 @@ def run_sweep(
         experiment_id = parent.info.experiment_id
         digest = digest_for_limits(data.train_limit, data.test_limit)
         _share_cores(parallel)
+        _own_environment()
         start = time.perf_counter()
         pending, running, failed, reused = list(enumerate(steps, 1)), [], [], []
         while pending or running:

@@ -21,6 +21,7 @@ from pipeline.config import (
         (lambda: TrainConfig(lr=0), "lr"),
         (lambda: TrainConfig(lr=-1e-3), "lr"),
         (lambda: TrainConfig(lr=float("nan")), "lr"),
+        (lambda: TrainConfig(lr=float("inf")), "lr"),
         (lambda: TrainConfig(batch_size=0), "batch_size"),
         (lambda: TrainConfig(seed=-1), "seed"),
         (lambda: TrainConfig(device="tpu"), "device"),

@@ -1,6 +1,7 @@
 """Bad input: one line naming the parameter, a non-zero exit, and no work done."""
 
 import pytest
+import torch
 
 from tests.tracking.conftest import small_args
 from tracking import names
@@ -12,8 +13,9 @@ BAD_INPUT = [
     (["train", "--latent-dim", "ten"], "latent_dim must be an integer"),
     (["train", "--latent-dim", "2.5"], "latent_dim must be an integer"),
     (["train", "--epochs", "0"], "epochs must be an integer >= 1"),
-    (["train", "--lr", "0"], "lr must be a number > 0"),
-    (["train", "--lr", "-0.1"], "lr must be a number > 0"),
+    (["train", "--lr", "0"], "lr must be a finite number > 0"),
+    (["train", "--lr", "-0.1"], "lr must be a finite number > 0"),
+    (["train", "--lr", "inf"], "lr must be a finite number > 0"),
     (["train", "--lr", "fast"], "lr must be a number"),
     (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
     (["train", "--train-limit", "-1"], "train_limit must be 0"),
@@ -25,6 +27,10 @@ BAD_INPUT = [
     (["sweep", "--seeds", "1,1"], "seeds must not repeat a value (1 given twice"),
     (["sweep", "--epochs", "-2"], "epochs must be an integer >= 1"),
 ]
+
+
+if not torch.cuda.is_available():
+    BAD_INPUT.append((["train", "--device", "cuda"], "device must be auto or cpu here"))
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUT)

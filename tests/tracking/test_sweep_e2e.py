@@ -3,12 +3,13 @@ Real `sweep` processes over a temporary SQLite store, real signals."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 import pytest
 
-from tests.tracking.conftest import Store, cli_command, cli_flags, small_args
+from tests.tracking.conftest import BIN, Store, cli_command, cli_flags, small_args
 from tracking import names
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,10 @@ def test_stopped_sweep_started_again_trains_only_what_is_missing(store, mnist_di
 
 
 def test_force_trains_again_and_changed_parameters_are_not_reused(store, mnist_dir):
+    # Called as `.venv/bin/python -m tracking.cli sweep` with the virtualenv off PATH: the
+    # steps must still find the virtualenv's `mlflow` and `python`.
+    path = store.env["PATH"].split(os.pathsep)
+    store.env["PATH"] = os.pathsep.join(p for p in path if p != str(BIN))
     args = sweep_args(mnist_dir, latent_dims="3")
     first = store.cli("sweep", *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
