@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pipeline.models import MODEL_KINDS
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 10_000
+"""Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
+(pipeline.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
 DEFAULT_MARGIN = round(10 ** (1 / 10) - 1, 4)
 """Default of the recommendation's margin, 0.2589: an MSE that much above the best is
 1 dB of PSNR, about the smallest difference one sees between two reconstructions side by
@@ -79,11 +82,13 @@ class TrainConfig:
     batch_size: int = 128
     """Training mini-batch size."""
     seed: int = 0
-    """Seed of the first initialisation and of the batch order."""
+    """Seed of the first initialisation and of the batch order; restarts use seed + k *
+    10,000 (pipeline.train.RESTART_STRIDE), so seeds stay under 10,000."""
     device: str = "auto"
     """"auto" (CUDA when present), "cpu" or "cuda"."""
     max_restarts: int = 20
-    """How many fresh initialisations (seed+1, seed+2, ...) to try after one fails the
+    """How many fresh initialisations (seed + 10,000, seed + 20,000, ...) to try after one
+    fails the
     health check (pipeline/health.py). Each costs at most the 200-step window (a constant
     output ends it sooner), a few seconds; at d=3 most seeds collapse, hence the generous
     default."""
@@ -104,7 +109,12 @@ class TrainConfig:
             "an integer >= 1",
             self.batch_size,
         )
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _require(
+            _is_int(self.seed) and 0 <= self.seed < MAX_SEED,
+            "seed",
+            f"an integer from 0 to {MAX_SEED - 1}",
+            self.seed,
+        )
         _require(self.device in DEVICES, "device", f"one of {list(DEVICES)}", self.device)
         _require(
             _is_int(self.max_restarts) and self.max_restarts >= 0,
@@ -139,7 +149,11 @@ def parse_latent_dims(text: str) -> tuple[int, ...]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """Parse a comma-separated seed list such as "0,1,2"."""
-    return parse_int_list("seeds", text, 0, "0,1,2")
+    seeds = parse_int_list("seeds", text, 0, "0,1,2")
+    too_large = [s for s in seeds if s >= MAX_SEED]
+    if too_large:
+        raise ConfigError(f"seeds must be under {MAX_SEED} (got {too_large[0]})")
+    return seeds
 
 
 @dataclass(frozen=True)

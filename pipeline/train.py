@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import TrainConfig
+from pipeline.config import MAX_SEED, TrainConfig
 from pipeline.data import Mnist
 from pipeline.health import (
     HEALTH_WINDOW,
@@ -35,6 +35,11 @@ from pipeline.health import (
 )
 
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
+# Restart k of seed s initialises from seed s + k * RESTART_STRIDE. With the next seed
+# (s + 1), the seeds of one study would share initialisations: seed 0 restarted would
+# train exactly as seed 1 does, and its spread would shrink. TrainConfig keeps seeds
+# under the stride.
+RESTART_STRIDE = MAX_SEED
 EVAL_BATCH = 1000
 # The per-epoch gap compares test MSE with the training MSE of the same weights, measured
 # on this many fixed training images (the first ones): as many as the test set holds, at
@@ -67,7 +72,7 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class Restart:
-    """An initialisation that failed the health check and was replaced by the next seed."""
+    """An initialisation that failed the health check and was replaced by a restart seed."""
 
     attempt: int
     seed: int
@@ -92,7 +97,7 @@ class TrainResult:
     model: nn.Module
     history: list[EpochResult]
     init_seed: int
-    """The seed of the initialisation that was kept (config seed + number of restarts)."""
+    """The seed of the initialisation that was kept (see restart_seed)."""
     restarts: list[Restart] = field(default_factory=list)
     final_train_mse: float = float("nan")
     """Per-sample MSE over the whole training set with the final weights."""
@@ -233,6 +238,11 @@ def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_ste
                     return verdict
 
 
+def restart_seed(seed: int, attempt: int) -> int:
+    """The seed of attempt `attempt` (0: the configured seed itself) of `seed`."""
+    return seed + attempt * RESTART_STRIDE
+
+
 def choose_init(
     build: Callable[[], nn.Module],
     x: torch.Tensor,
@@ -241,24 +251,26 @@ def choose_init(
     on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[int, list[Restart]]:
-    """The first seed from cfg.seed on whose initialisation passes the health window, and
-    the restarts it took. Raises CollapseError after cfg.max_restarts failed restarts."""
+    """The first of cfg.seed and its restart seeds whose initialisation passes the health
+    window, and the restarts it took. Raises CollapseError after cfg.max_restarts failed
+    restarts."""
     total_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
     restarts: list[Restart] = []
     for attempt in range(cfg.max_restarts + 1):
-        seed = cfg.seed + attempt
+        seed = restart_seed(cfg.seed, attempt)
         att = _Attempt(build, seed, cfg, x.device, on_step)
         verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
         if verdict.healthy:
             return seed, restarts
         restarts.append(Restart.of(attempt, seed, verdict))
-        log(f"seed {seed}: {verdict.describe()}; restarting from seed {seed + 1}")
+        following = restart_seed(cfg.seed, attempt + 1)
+        log(f"seed {seed}: {verdict.describe()}; restarting from seed {following}")
         if on_restart is not None:
             on_restart(restarts[-1])
     raise CollapseError(
-        f"no initialisation learned: every seed from {cfg.seed} to "
-        f"{cfg.seed + cfg.max_restarts} failed the health check (last: {verdict.describe()}); "
-        "raise max_restarts or try another seed"
+        f"no initialisation learned: seed {cfg.seed} and its {cfg.max_restarts} restart "
+        f"seeds (up to {restart_seed(cfg.seed, cfg.max_restarts)}) all failed the health "
+        f"check (last: {verdict.describe()}); raise max_restarts or try another seed"
     )
 
 

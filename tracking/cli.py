@@ -76,7 +76,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-restarts",
         default="20",
-        help="fresh initialisations (next seeds) after one fails the health check (default 20)",
+        help="fresh initialisations (seed + 10000 k) after one fails the health check (default 20)",
     )
     p.add_argument("--data-dir", default="./data", help="MNIST folder (default ./data)")
     p.add_argument("--train-limit", default="0", help="first N training images (0: all)")

@@ -19,7 +19,7 @@ PARAMS_ENCODER = "params_encoder"
 PARAMS_DECODER = "params_decoder"
 TRAIN_SECONDS = "train_seconds"
 # Initialisations that failed the health check (pipeline/health.py) and were replaced by
-# the next seed: in all, and by reason.
+# a restart seed: in all, and by reason.
 RESTARTS = "restarts"
 RESTARTS_CONSTANT = "restarts_constant"
 RESTARTS_PLATEAU = "restarts_plateau"

@@ -24,6 +24,7 @@ from pipeline.images import reconstruction_grid, sample_indices
 from pipeline.latent import encode_all, latent_quality
 from pipeline.models import build_model, count_params
 from pipeline.train import (
+    RESTART_STRIDE,
     Checkpoint,
     EpochResult,
     Restart,
@@ -83,7 +84,7 @@ def record_restart(event: Restart) -> None:
     line = (
         f"seed {event.seed}: {event.reason} at step {event.step} (output std "
         f"{event.output_std:.1e}, probe MSE {event.loss:.4f}, {event.black_ratio:.2f}x the "
-        f"all-black output's); restarted with seed {event.seed + 1}"
+        f"all-black output's); restarted with seed {event.seed + RESTART_STRIDE}"
     )
     append_tag_line(names.TAG_RESTART_LOG, line)
     mlflow.log_metric(names.RESTARTS, event.attempt + 1, step=event.attempt + 1)

@@ -24,6 +24,7 @@ from pipeline.config import (
         (lambda: TrainConfig(lr=float("inf")), "lr"),
         (lambda: TrainConfig(batch_size=0), "batch_size"),
         (lambda: TrainConfig(seed=-1), "seed"),
+        (lambda: TrainConfig(seed=10_000), "seed"),
         (lambda: TrainConfig(device="tpu"), "device"),
         (lambda: TrainConfig(max_restarts=-1), "max_restarts"),
         (lambda: DataConfig(train_limit=0), "train_limit"),
@@ -63,6 +64,7 @@ def test_seed_list_parses_and_allows_zero():
         (parse_seeds, "0,-1", "seeds must be a comma-separated list of integers >= 0"),
         (parse_seeds, "", "seeds must be a comma-separated list"),
         (parse_seeds, "0,1,1", "seeds must not repeat a value (1 given twice in '0,1,1')"),
+        (parse_seeds, "0,10000", "seeds must be under 10000 (got 10000)"),
         (parse_latent_dims, "3,3,10,10", "latent_dims must not repeat a value (3, 10 given"),
     ],
 )
