@@ -121,7 +121,7 @@ def recommend(configs: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Recommen
         int(pick["latent_dim"]),
         rule,
         why + ".",
-        spread_note(pick, best, runner),
+        spread_note(pick, best, runner, margin),
     )
 
 
@@ -129,30 +129,42 @@ def _above(row: pd.Series, best: pd.Series) -> float:
     return row["final_test_mse_mean"] / best["final_test_mse_mean"] - 1
 
 
-def _versus(a: pd.Series, b: pd.Series) -> str:
-    """Whether two configurations' mean test MSEs differ by more than their seed spread:
-    their ranges (min to max over seeds) do not overlap."""
-    lo, hi = sorted((a, b), key=lambda r: r["final_test_mse_mean"])
-    gap = hi["final_test_mse_mean"] / lo["final_test_mse_mean"] - 1
-    separate = lo["final_test_mse_max"] < hi["final_test_mse_min"]
-    return f"{hi['model']}'s mean is {gap:.1%} above {lo['model']}'s, " + (
-        "more than the seed spread (their ranges over seeds do not overlap)"
-        if separate
-        else "within the seed spread (their ranges over seeds overlap): more seeds "
-        "could change the pick"
+def _decision(row: pd.Series, best: pd.Series, margin: float, picked: bool) -> str:
+    """Whether a decision of the rule holds seed against seed: the pick's worst seed still
+    within the margin of the best configuration's best seed, or a rejected configuration's
+    best seed still outside it against the best one's worst."""
+    if picked:
+        own, other = row["final_test_mse_max"], best["final_test_mse_min"]
+        holds = own <= other * (1 + margin)
+        seeds, verdict = ("worst", "best"), ("within", "outside")
+    else:
+        own, other = row["final_test_mse_min"], best["final_test_mse_max"]
+        holds = own > other * (1 + margin)
+        seeds, verdict = ("best", "worst"), ("outside", "within")
+    said = (
+        f"{row['model']}'s {seeds[0]} seed ({own:.5f}) is {own / other - 1:.1%} above "
+        f"{best['model']}'s {seeds[1]} ({other:.5f}): "
+    )
+    if holds:
+        return said + f"{verdict[0]} the {margin:.0%} margin on every pair of seeds"
+    return (
+        said + f"{verdict[1]} the {margin:.0%} margin for some pairs of seeds, so the seed "
+        "spread is larger than the margin here and more seeds could change the pick"
     )
 
 
-def spread_note(pick: pd.Series, best: pd.Series, runner: pd.Series | None) -> str:
-    """The pick's margins against the seed spread, or why the spread is unknown."""
+def spread_note(pick: pd.Series, best: pd.Series, runner: pd.Series | None, margin: float) -> str:
+    """Whether the pick's decisions are larger than the seed spread, or why the spread
+    is unknown."""
     involved = [r for r in (pick, best, runner) if r is not None]
     if min(int(r["seeds"]) for r in involved) < 2:
         return (
             "The spread between seeds is unknown: the pick rests on configurations trained "
             "from one seed. Run main with seeds=0,1,2 to measure it."
         )
-    pairs = [(pick, best)] if pick["model"] != best["model"] else []
-    pairs += [(runner, pick)] if runner is not None else []
-    if not pairs:
+    decisions = [] if pick["model"] == best["model"] else [_decision(pick, best, margin, True)]
+    if runner is not None:
+        decisions.append(_decision(runner, best, margin, False))
+    if not decisions:
         return "The pick is the only configuration that did not collapse."
-    return "; ".join(_versus(a, b) for a, b in pairs) + "."
+    return "; ".join(decisions) + "."

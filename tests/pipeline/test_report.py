@@ -206,18 +206,26 @@ def test_recommendation_weighs_its_margins_against_the_seed_spread(configs):
     assert "spread between seeds is unknown" in recommend(configs, 0.1).spread
     two = configs.copy()
     two["seeds"] = 2
-    two.loc[two["model"] == "conv-d10", ["final_test_mse_min", "final_test_mse_max"]] = [
-        0.020,
-        0.022,
-    ]
-    rec = recommend(two, 3.5)  # conv-d3 picked; the best is conv-d100
-    # d3 0.042-0.046 against d100's single value 0.0105: apart
-    assert "conv-d3's mean is 319.0% above conv-d100's, more than the seed spread" in rec.spread
-    rec = recommend(two, 1.2)  # conv-d10 picked; the best smaller is conv-d3
-    assert "conv-d3's mean is 109.5% above conv-d10's, more than the seed spread" in rec.spread
-    two.loc[two["model"] == "conv-d10", "final_test_mse_max"] = 0.043  # overlaps d3's 0.042
+    d10 = two["model"] == "conv-d10"
+    two.loc[d10, ["final_test_mse_min", "final_test_mse_max"]] = [0.020, 0.022]
+    # conv-d3 picked (mean 0.044 <= 4.5 x 0.0105); its worst seed 0.046 is 338.1% above
+    # conv-d100's 0.0105, inside the 350% margin; nothing smaller was rejected.
+    rec = recommend(two, 3.5)
+    assert rec.spread == (
+        "conv-d3's worst seed (0.04600) is 338.1% above conv-d100's best (0.01050): within "
+        "the 350% margin on every pair of seeds."
+    )
+    # conv-d10 picked: its worst seed 0.022 is 109.5% above the best, inside 120%; the
+    # rejected conv-d3's best seed 0.042 is 300% above, outside it.
     rec = recommend(two, 1.2)
-    assert "within the seed spread" in rec.spread and "could change the pick" in rec.spread
+    assert "conv-d10's worst seed (0.02200) is 109.5% above" in rec.spread
+    assert "within the 120% margin on every pair of seeds" in rec.spread
+    assert "conv-d3's best seed (0.04200) is 300.0% above conv-d100's worst" in rec.spread
+    assert "outside the 120% margin on every pair of seeds" in rec.spread
+    two.loc[d10, "final_test_mse_max"] = 0.024  # 128.6% above the best: past the margin
+    rec = recommend(two, 1.2)
+    assert "outside the 120% margin for some pairs of seeds" in rec.spread
+    assert "more seeds could change the pick" in rec.spread
 
 
 def test_recommendation_needs_a_healthy_model(configs):
