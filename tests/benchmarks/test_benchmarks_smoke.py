@@ -53,9 +53,12 @@ def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
     out = run_benchmark("study", *(a for p in params for a in ("-P", p)), cwd=tmp_path)
     (job,) = [line for line in out.splitlines() if line.startswith("main job: exit 0, wall time")]
     assert "peak memory" in job
-    for model in ("conv-d3", "linear-d10"):
+    for model in ("conv-d3-s0", "linear-d10-s0"):
         assert any(line.split()[:2] == [model, "tracking"] for line in out.splitlines()), model
     assert "tracking overhead, all runs:" in out
+    assert "host: " in out and "highest epoch-1 test MSE of any run:" in out
+    for config in ("conv-d3", "linear-d10"):  # the results, per configuration
+        assert any(line.split()[:3] == [config, "test", "MSE"] for line in out.splitlines())
 
 
 def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mnist_dir):
