@@ -39,6 +39,7 @@ from tracking.runs import (
 POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
 STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop within a step)
+FAILURE_CHARS = 300  # of a failed step's recorded reason, in the sweep's final error
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,20 @@ def _stop_all(running: list[_Launched]) -> None:
 
 
 def _settle(launched: _Launched, returncode: int) -> bool:
-    """Whether an exited process's run FINISHED. A process that died without ending its run
+    """Whether an exited step's run FINISHED. A process that died without ending its run
     (killed, out of memory) leaves it RUNNING: end it FAILED with the reason, as `mlflow
-    run` does for the runs it waits for."""
+    run` does for the runs it waits for. The training process ends its run FINISHED only
+    once everything is recorded and registered, so a FINISHED run counts even if the
+    `mlflow run` around it then exited non-zero (it says so)."""
     reason = f"the process exited with code {returncode} before ending its run"
     status = _end_if_running(launched.run_id, "FAILED", reason)
-    return returncode == 0 and status == "FINISHED"
+    if status == "FINISHED" and returncode != 0:
+        print(
+            f"warning: {launched.label}'s run FINISHED, but its `mlflow run` exited with "
+            f"code {returncode}: see its output above",
+            flush=True,
+        )
+    return status == "FINISHED"
 
 
 def _end_if_running(run_id: str, status: str, reason: str) -> str:
@@ -163,8 +172,11 @@ def _end_if_running(run_id: str, status: str, reason: str) -> str:
     return status
 
 
-def _hint_on_locked_store(run_id: str) -> None:
-    reason = MlflowClient().get_run(run_id).data.tags.get(names.TAG_FAILURE, "")
+def _report_failure(launched: _Launched, returncode: int) -> str:
+    """Print why a step failed (its run's recorded reason) and return its label with it."""
+    reason = MlflowClient().get_run(launched.run_id).data.tags.get(names.TAG_FAILURE, "")
+    reason = reason or "no reason recorded: see the step's output above"
+    print(f"{launched.label} failed (exit code {returncode}): {reason}", flush=True)
     if "database is locked" in reason:
         print(
             "hint: parallel steps share one SQLite file, and SQLite let one wait too long; "
@@ -172,6 +184,7 @@ def _hint_on_locked_store(run_id: str) -> None:
             "server (README: team setup)",
             flush=True,
         )
+    return f"{launched.label} ({reason[:FAILURE_CHARS]})"
 
 
 def reusable_run(
@@ -276,9 +289,7 @@ def run_sweep(
             for launched, code in _wait(running) if running else ():
                 running.remove(launched)
                 if not _settle(launched, code):
-                    print(f"{launched.label} failed (exit code {code})", flush=True)
-                    failed.append(launched.label)
-                    _hint_on_locked_store(launched.run_id)
+                    failed.append(_report_failure(launched, code))
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:
