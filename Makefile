@@ -12,16 +12,20 @@ RUN := PATH="$(BIN):$$PATH"
 
 .PHONY: install study test lint format clean
 
+# The GPU's system metrics need pynvml: installed only where an NVIDIA driver is.
+COMMA := ,
+EXTRAS := dev$(if $(shell command -v nvidia-smi 2>/dev/null),$(COMMA)gpu)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 study: $(STAMP)
-	$(RUN) mlflow run . --env-manager local $(ARGS)
+	$(RUN) mlflow run . --env-manager local --experiment-name latent-size-study $(ARGS)
 
 test: $(STAMP)
 	$(RUN) python -m pytest $(PYTEST_ARGS)

@@ -182,3 +182,25 @@ def to_console(doc: ReportDoc) -> str:
     lines += [f"spread: {doc.recommendation.spread}"]
     lines += [f"excluded: {line}" for line in _excluded_lines(doc.excluded)]
     return "\n".join(lines + doc.notes)
+
+
+def to_description(doc: ReportDoc) -> str:
+    """The table and the recommendation in Markdown, short enough for a run's
+    Description in the MLflow UI; the full report is report.html."""
+    columns = ["model", "d", "seeds", "params", "test MSE", "min", "max", "PSNR dB", "x floor"]
+    lines = [
+        f"**{doc.title}**: {doc.source}.",
+        "",
+        config_table(doc.configs)[columns].to_markdown(index=False),
+        "",
+        f"**Recommended: {doc.recommendation.model}.** {doc.recommendation.why}",
+        "",
+        f"Spread: {doc.recommendation.spread}",
+    ]
+    if doc.champion:
+        lines += ["", f"Champion: {doc.champion}."]
+    if len(doc.excluded):
+        lines += ["", "Excluded (not FINISHED):", ""]
+        lines += [f"- {line}" for line in _excluded_lines(doc.excluded)]
+    lines += ["", "The full report, with its figures, is `report.html` in Artifacts."]
+    return "\n".join(lines)

@@ -1,5 +1,5 @@
 """Headless Chromium for tests: install Debian's chromium and chromium-driver where missing,
-open a plotly page, read what it rendered and take a screenshot."""
+open a page (a plotly file, the MLflow UI), read what it rendered and take a screenshot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import io
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +61,9 @@ class Rendered:
     """RGB uint8 (height, width, 3)."""
 
 
-def render(page: Path, chromium: str, chromedriver: str, timeout: float = 30.0) -> Rendered:
-    """Open page (file://) in headless Chromium; return the plot's traces and a screenshot."""
+@contextmanager
+def chrome(chromium: str, chromedriver: str) -> Iterator:
+    """A headless Chromium session (selenium WebDriver) with a throwaway profile."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -71,17 +74,28 @@ def render(page: Path, chromium: str, chromedriver: str, timeout: float = 30.0) 
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(driver) -> np.ndarray:
+    """The window as RGB uint8 (height, width, 3)."""
+    png = driver.get_screenshot_as_png()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def render(page: Path, chromium: str, chromedriver: str, timeout: float = 30.0) -> Rendered:
+    """Open page (file://) in headless Chromium; return the plot's traces and a screenshot."""
+    with chrome(chromium, chromedriver) as driver:
         driver.get(page.resolve().as_uri())
         deadline = time.monotonic() + timeout
         while (state := driver.execute_script(READ_PLOT)) is None:
             assert time.monotonic() < deadline, f"no plotly plot in {page} after {timeout} s"
             time.sleep(0.2)
         time.sleep(1.0)  # let WebGL finish its first frame
-        png = driver.get_screenshot_as_png()
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        image = screenshot(driver)
     return Rendered(state["traces"], state["webgl"], image)
 
 

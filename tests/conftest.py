@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.data import ensure_mnist
 from pipeline.train import flush_denormals
+from tests.browser import ensure_chromium
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,3 +25,9 @@ def mnist_dir() -> Path:
     data_dir = Path(os.environ.get("AE_TEST_DATA_DIR", REPO_ROOT / "data"))
     ensure_mnist(data_dir)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver, installed first where missing (as CI needs)."""
+    return ensure_chromium()

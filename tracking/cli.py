@@ -36,6 +36,7 @@ from tracking import names
 from tracking.registry import RegistryError
 from tracking.runs import (
     Terminated,
+    choose_experiment,
     fail_pending_run,
     guard_killed_status,
     install_signal_handlers,
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     pending_run = os.environ.get(MLFLOW_RUN_ID.name)  # start_run removes it
     try:
+        choose_experiment()
         work()
     except (KeyboardInterrupt, Terminated) as exc:
         guard_killed_status(pending_run)

@@ -34,7 +34,7 @@ from pipeline.plots import (
     reconstruction_figure,
 )
 from pipeline.plots import standalone_html as plotly_html
-from pipeline.render import ReportDoc, to_console, to_html, to_markdown
+from pipeline.render import ReportDoc, to_console, to_description, to_html, to_markdown
 from pipeline.report import curves, summarize
 from pipeline.spread import aggregate, recommend
 from pipeline.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
@@ -44,6 +44,7 @@ from tracking.query import RunSet
 from tracking.registry import load_model, set_alias, version_of_run, version_uri
 from tracking.runs import (
     code_version,
+    describe_run,
     interruptible,
     log_new_params,
     stop_if_requested,
@@ -225,6 +226,11 @@ def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> st
         stop_if_requested()  # the champion moves only on a complete comparison
         set_alias(registered_model, names.CHAMPION_ALIAS, version)
         mlflow.set_tags({names.TAG_CHAMPION_RUN: rec.run_id, names.TAG_CHAMPION_VERSION: version})
+        mlflow.log_table(doc.configs, artifact_file=names.REPORT_TABLE)
+        description = to_description(doc)
+        describe_run(description)
+        if runset.parent_run_id:
+            describe_run(f"{description}\n\nFrom the comparison {name}.", runset.parent_run_id)
         print(to_console(doc))
         print(f"\nartifacts of {name} ({run.info.run_id}): {mlflow.get_artifact_uri()}")
         print(f"champion: models:/{registered_model}@{names.CHAMPION_ALIAS} -> version {version}")

@@ -73,8 +73,16 @@ ROLE_SWEEP = "sweep"
 ROLE_COMPARISON = "comparison"
 ROLE_RESUME = "resume"
 
+# The experiment the study's runs go to unless MLflow is told otherwise, and the
+# experiment tags MLflow's UI reads: its kind (which opens the experiment on its training
+# runs rather than the GenAI overview) and its description.
+EXPERIMENT_NAME = "latent-size-study"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+TAG_DESCRIPTION = "mlflow.note.content"  # Markdown, on experiments and runs alike
+
 # Artifacts.
-MODEL_NAME = "model"  # the logged model's name within a run
+REPORT_TABLE = "report_table.json"  # the report, browsable as a table in the UI
 RECONSTRUCTION_KEY = "reconstructions"  # step-wise image, one per epoch
 RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
 # The training state after the last recorded epoch (pipeline.train.Checkpoint), replaced

@@ -22,7 +22,6 @@ from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from tracking import names
 from tracking.host import describe
 
-DEFAULT_EXPERIMENT_ID = "0"
 FINISHED = "FINISHED"
 PAGE_SIZE = 1000
 HISTORY_METRICS = (names.TRAIN_MSE, names.TEST_MSE, names.TRAIN_EVAL_MSE)
@@ -99,19 +98,22 @@ class RunSet:
     experiment_id: str
     source: str
     """Which runs these are, in words, e.g. "children of sweep sweep-... (<id>)"."""
+    parent_run_id: str | None = None
+    """The sweep (or other parent run) whose children these are."""
 
 
 def current_experiment_id() -> str:
-    """The experiment any MLflow command would use now: MLFLOW_EXPERIMENT_ID, else
-    MLFLOW_EXPERIMENT_NAME, else the Default experiment."""
+    """The experiment the project's commands use now: MLFLOW_EXPERIMENT_ID, else
+    MLFLOW_EXPERIMENT_NAME, else the study's experiment (tracking.runs.choose_experiment)."""
     if MLFLOW_EXPERIMENT_ID.get():
         return MLFLOW_EXPERIMENT_ID.get()
-    name = MLFLOW_EXPERIMENT_NAME.get()
-    if not name:
-        return DEFAULT_EXPERIMENT_ID
+    name = MLFLOW_EXPERIMENT_NAME.get() or names.EXPERIMENT_NAME
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        raise NoRunsError(f"no experiment named {name!r} at {mlflow.get_tracking_uri()}")
+        raise NoRunsError(
+            f"no experiment named {name!r} at {mlflow.get_tracking_uri()}: run the main "
+            "entry point first"
+        )
     return experiment.experiment_id
 
 
@@ -156,6 +158,7 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
     """Training runs of the latest sweep (default), of a given parent run, or every one in
     the current experiment. Raises NoRunsError when none of them finished."""
     train_filter = f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"
+    parent = None
     if all_finished:
         experiment_id = current_experiment_id()
         source = f"every finished training run of experiment {experiment_id}"
@@ -180,7 +183,9 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
         columns=["run_id", "run_name", "status"],
     )
     runs = runs_frame(finished)
-    return RunSet(runs, excluded, metric_histories(runs["run_id"]), experiment_id, source)
+    parent_id = parent.info.run_id if parent else None
+    histories = metric_histories(runs["run_id"])
+    return RunSet(runs, excluded, histories, experiment_id, source, parent_id)
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:

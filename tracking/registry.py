@@ -9,6 +9,10 @@ code, so load models only from a registry you trust.
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass
+
 import cloudpickle
 import mlflow
 import numpy as np
@@ -26,6 +30,32 @@ class RegistryError(LookupError):
     """A registered model name, version or alias does not exist."""
 
 
+# MLflow warns about the pickle format at every model it saves (five times a study). The
+# project says it once per command, with its reason; a sweep says it for its steps,
+# which it tells through this variable.
+PICKLE_NOTED = "LATENT_STUDY_PICKLE_NOTED"
+PICKLE_NOTE = (
+    "note: models are saved in MLflow's pickle format, so that loading one gives the "
+    "project's nn.Module with encode() and decode(); unpickling runs code, so load models "
+    "only from a registry you trust (README: Loading models safely)"
+)
+
+
+class _PickleWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+logging.getLogger("mlflow.pytorch").addFilter(_PickleWarningFilter())
+
+
+def note_pickle_format() -> None:
+    """Print PICKLE_NOTE, once for this process and the processes it starts."""
+    if not os.environ.get(PICKLE_NOTED):
+        print(PICKLE_NOTE, flush=True)
+        os.environ[PICKLE_NOTED] = "1"
+
+
 def _requirements() -> list[str]:
     # Stated rather than inferred: inference loads the model in a subprocess, slow.
     return [
@@ -35,17 +65,46 @@ def _requirements() -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A model logged by a run and registered."""
+
+    model_id: str
+    """The logged model's id (MLflow 3): what its metrics are linked to."""
+    version: str
+    uri: str
+    """The alias's models:/ URI."""
+
+
+REGISTERED_MODEL_DESCRIPTION = f"""The autoencoders of the latent-size study on MNIST \
+(conv, and the linear baseline), one version per training run.
+
+- Each training run's model: `models:/NAME@conv-d100-s0` (configuration and seed).
+- The comparison's pick: `models:/NAME@{names.CHAMPION_ALIAS}`.
+
+Load with `mlflow.pytorch.load_model(uri)`: it returns the project's `nn.Module` with \
+`encode` and `decode`. The models are pickled; load them only from a registry you trust."""
+
+
 def log_and_register(
-    model: nn.Module, example: np.ndarray, registered_model: str, alias: str, tags: dict
-) -> str:
-    """Log the model to the active run, register it as a new version of registered_model
-    and point `alias` at that version. Returns the version."""
+    model: nn.Module,
+    example: np.ndarray,
+    registered_model: str,
+    alias: str,
+    name: str,
+    description: str,
+    tags: dict,
+) -> Registered:
+    """Log the model to the active run under `name`, register it as a new version of
+    registered_model with `description` (its load URIs are appended), and point `alias`
+    at that version."""
+    note_pickle_format()
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
     info = mlflow.pytorch.log_model(
         model,
-        name=names.MODEL_NAME,
+        name=name,
         serialization_format="pickle",
         code_paths=[str(PROJECT_ROOT / "pipeline")],
         signature=infer_signature(example, output),
@@ -58,15 +117,24 @@ def log_and_register(
     for key, value in tags.items():
         client.set_model_version_tag(registered_model, version, key, str(value))
     client.set_registered_model_alias(registered_model, alias, version)
-    return version
+    uri = f"models:/{registered_model}@{alias}"
+    by_version = version_uri(registered_model, version)
+    loading = f'Load it with `mlflow.pytorch.load_model("{uri}")` (or `{by_version}`).'
+    client.update_model_version(registered_model, version, f"{description}\n\n{loading}")
+    describe_registered_model(registered_model)
+    return Registered(info.model_id, version, uri)
+
+
+def describe_registered_model(registered_model: str) -> None:
+    """Give the registered model its description, unless it has one."""
+    client = MlflowClient()
+    if not client.get_registered_model(registered_model).description:
+        text = REGISTERED_MODEL_DESCRIPTION.replace("NAME", registered_model)
+        client.update_registered_model(registered_model, text)
 
 
 def set_alias(registered_model: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_model, alias, version)
-
-
-def model_uri(registered_model: str, alias: str) -> str:
-    return f"models:/{registered_model}@{alias}"
 
 
 def require_registered_model(name: str) -> None:

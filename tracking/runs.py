@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -13,12 +14,18 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.environment_variables import (
+    MLFLOW_EXPERIMENT_ID,
+    MLFLOW_EXPERIMENT_NAME,
+    MLFLOW_RUN_ID,
+)
 
 from tracking import names
 from tracking.host import host_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# MLflow announces every start and stop of its system-metrics sampler; its warnings stay.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 class Terminated(BaseException):
@@ -102,12 +109,22 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
 
 @contextmanager
 def tracked_run(
-    run_name: str | None, tags: dict[str, str], nested: bool = False, run_id: str | None = None
+    run_name: str | None,
+    tags: dict[str, str],
+    nested: bool = False,
+    run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or, under `mlflow run`, take over; or, given run_id, reopen) a run, tag it
     with the host it runs on, and end it with the right status: FINISHED on success,
-    KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise."""
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested)
+    KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise. With system_metrics,
+    MLflow samples CPU, memory (and any GPU) into the run while it is open."""
+    run = mlflow.start_run(
+        run_id=run_id,
+        run_name=run_name,
+        nested=nested,
+        log_system_metrics=True if system_metrics else None,
+    )
     run_id = run.info.run_id
     try:
         mlflow.set_tags({**host_tags(), **tags})
@@ -146,6 +163,67 @@ def fail_pending_run(message: str) -> None:
     client = MlflowClient()
     client.set_tag(run_id, names.TAG_FAILURE, message)
     client.set_terminated(run_id, "FAILED")
+
+
+EXPERIMENT_DESCRIPTION = f"""How an autoencoder's latent size trades compression for \
+reconstruction quality on MNIST.
+
+- **Training runs** (`conv-d100-s0`: kind, latent size, seed) log per-epoch train and test \
+MSE, reconstructions, parameter counts, and a model named after its configuration.
+- **Sweeps** (`sweep-…`) are the parents of the training runs of one `main` job.
+- **Comparisons** (`comparison-…`) hold the report: open `report.html` in Artifacts.
+
+The registered model `{names.DEFAULT_REGISTERED_MODEL}` has an alias per training run and \
+`{names.CHAMPION_ALIAS}` for the recommended one."""
+
+
+def choose_experiment() -> str:
+    """Point this process's new runs at an experiment and return its id. MLflow's own
+    choice wins (the run `mlflow run` made, MLFLOW_EXPERIMENT_ID or _NAME); otherwise the
+    study's experiment, created if missing. The experiment gets the training-runs view and
+    a description where it has none (a user's own are kept)."""
+    if MLFLOW_RUN_ID.get():
+        experiment_id = MlflowClient().get_run(MLFLOW_RUN_ID.get()).info.experiment_id
+    elif MLFLOW_EXPERIMENT_ID.get():
+        experiment_id = MLFLOW_EXPERIMENT_ID.get()
+        mlflow.set_experiment(experiment_id=experiment_id)
+    else:
+        name = MLFLOW_EXPERIMENT_NAME.get() or names.EXPERIMENT_NAME
+        experiment_id = mlflow.set_experiment(name).experiment_id
+    client = MlflowClient()
+    present = client.get_experiment(experiment_id).tags
+    wanted = {
+        names.TAG_EXPERIMENT_KIND: names.EXPERIMENT_KIND,
+        names.TAG_DESCRIPTION: EXPERIMENT_DESCRIPTION,
+    }
+    for key, value in wanted.items():
+        if key not in present:
+            client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
+
+
+UI_PORT = 5000  # `mlflow ui`'s default
+
+
+def ui_hint(experiment_id: str) -> str:
+    """Where to browse an experiment's training runs. MLflow 3.17's UI opens an experiment
+    on its GenAI overview unless the address asks for the machine-learning view."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"browse the runs: {uri.rstrip('/')}/{page}"
+    return (
+        f"browse the runs: `mlflow ui --backend-store-uri {uri}`, then open "
+        f"http://127.0.0.1:{UI_PORT}/{page}"
+    )
+
+
+def describe_run(markdown: str, run_id: str | None = None) -> None:
+    """The run's Description in the UI (the active run's unless run_id is given)."""
+    if run_id is None:
+        mlflow.set_tag(names.TAG_DESCRIPTION, markdown)
+    else:
+        MlflowClient().set_tag(run_id, names.TAG_DESCRIPTION, markdown)
 
 
 def append_tag_line(key: str, line: str) -> None:

@@ -25,15 +25,17 @@ from mlflow.entities import Run
 from pipeline.config import DataConfig, TrainConfig
 from pipeline.data import digest_for_limits, ensure_mnist
 from tracking import names
-from tracking.registry import set_alias
+from tracking.registry import note_pickle_format, set_alias
 from tracking.runs import (
     PROJECT_ROOT,
     code_version,
+    describe_run,
     interruptible,
     log_new_params,
     stop_if_requested,
     stop_requested,
     tracked_run,
+    ui_hint,
 )
 
 POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
@@ -266,6 +268,12 @@ def run_sweep(
                 "force": force,
             }
         )
+        describe_run(
+            f"Trains {len(steps)} runs (latent sizes {', '.join(map(str, latent_dims))} and the "
+            f"linear baseline at {linear_dim}, seeds {', '.join(map(str, seeds))}), then "
+            "compares them: the comparison's table and recommendation replace this text."
+        )
+        note_pickle_format()  # once for every step
         with interruptible():
             ensure_mnist(data.data_dir)  # fetch once, before the children start
         experiment_id = parent.info.experiment_id
@@ -301,6 +309,7 @@ def run_sweep(
             parent.info.run_id, experiment_id, data, registered_model
         ):
             problems.append("the comparison failed")
+        print(ui_hint(experiment_id), flush=True)
         if problems:
             raise SweepError("; ".join(problems))
         return parent.info.run_id

@@ -42,6 +42,7 @@ from tracking.registry import log_and_register
 from tracking.runs import (
     append_tag_line,
     code_version,
+    describe_run,
     interruptible,
     log_new_params,
     stop_if_requested,
@@ -100,46 +101,59 @@ def run_params(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict
     return params
 
 
-def _log_dataset(data: Mnist) -> None:
-    for split, context in ((data.train, "training"), (data.test, "testing")):
+TRAINING, TESTING = "training", "testing"  # the datasets' contexts
+
+
+def _datasets(data: Mnist) -> dict[str, mlflow.data.Dataset]:
+    """The two splits as MLflow datasets, by context."""
+    found = {}
+    for split, context in ((data.train, TRAINING), (data.test, TESTING)):
         with warnings.catch_warnings():  # MLflow registers its local source class twice
             warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
-            dataset = mlflow.data.from_numpy(
+            found[context] = mlflow.data.from_numpy(
                 split.images.numpy(),
                 targets=split.labels.numpy(),
                 source=data.source,
                 name=f"mnist-{context}",
                 digest=data.digest,
             )
-        mlflow.log_input(dataset, context=context)
+    return found
 
 
-def _log_summary(result: TrainResult, model: nn.Module, seconds: float) -> None:
+def _log_summary(
+    result: TrainResult, quality: dict[str, float], seconds: float, model_id: str, datasets: dict
+) -> None:
+    """The run's summary metrics, linked to its logged model (the Models tab's columns),
+    and each measured on a split to that split's dataset."""
     final = result.history[-1]
     best = min(result.history, key=lambda r: r.test_mse)
-    counts = count_params(model)
-    mlflow.log_metrics(
-        {
-            names.FINAL_TRAIN_MSE: result.final_train_mse,
-            names.FINAL_TEST_MSE: final.test_mse,
-            names.BEST_TEST_MSE: best.test_mse,
-            names.BEST_EPOCH: best.epoch,
-            names.GAP: final.test_mse - result.final_train_mse,
-            names.PARAMS_TOTAL: counts.total,
-            names.PARAMS_ENCODER: counts.encoder,
-            names.PARAMS_DECODER: counts.decoder,
-            names.TRAIN_SECONDS: seconds,
-            names.RESTARTS: len(result.restarts),
-            names.RESTARTS_CONSTANT: sum(r.reason == CONSTANT for r in result.restarts),
-            names.RESTARTS_PLATEAU: sum(r.reason == PLATEAU for r in result.restarts),
-        }
-    )
+    counts = count_params(result.model)
+    on_test = {
+        names.FINAL_TEST_MSE: final.test_mse,
+        names.BEST_TEST_MSE: best.test_mse,
+        names.GAP: final.test_mse - result.final_train_mse,
+        **quality,
+    }
+    on_train = {names.FINAL_TRAIN_MSE: result.final_train_mse}
+    other = {
+        names.BEST_EPOCH: best.epoch,
+        names.PARAMS_TOTAL: counts.total,
+        names.PARAMS_ENCODER: counts.encoder,
+        names.PARAMS_DECODER: counts.decoder,
+        names.TRAIN_SECONDS: seconds,
+        names.RESTARTS: len(result.restarts),
+        names.RESTARTS_CONSTANT: sum(r.reason == CONSTANT for r in result.restarts),
+        names.RESTARTS_PLATEAU: sum(r.reason == PLATEAU for r in result.restarts),
+    }
+    mlflow.log_metrics(on_test, model_id=model_id, dataset=datasets[TESTING])
+    mlflow.log_metrics(on_train, model_id=model_id, dataset=datasets[TRAINING])
+    mlflow.log_metrics(other, model_id=model_id)
     mlflow.set_tag(names.TAG_INIT_SEED, str(result.init_seed))
 
 
-def _log_latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> None:
-    """kNN accuracy and silhouette of the final model's codes, and the spread of its
-    outputs (collapse), as summary metrics."""
+def _latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> dict[str, float]:
+    """kNN accuracy and silhouette of the final model's codes, the spread of its outputs
+    (collapse), and what they cost, as summary metrics."""
     start = time.perf_counter()
     with interruptible():
         spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
@@ -149,13 +163,42 @@ def _log_latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> 
         accuracy, silhouette = latent_quality(
             train_codes, data.train.labels.numpy(), test_codes, data.test.labels.numpy()
         )
-    mlflow.log_metrics(
-        {
-            names.KNN_ACCURACY: accuracy,
-            names.SILHOUETTE: silhouette,
-            names.LATENT_SECONDS: time.perf_counter() - start,
-            names.OUTPUT_STD: spread,
-        }
+    return {
+        names.KNN_ACCURACY: accuracy,
+        names.SILHOUETTE: silhouette,
+        names.LATENT_SECONDS: time.perf_counter() - start,
+        names.OUTPUT_STD: spread,
+    }
+
+
+def _restarts_line(result: TrainResult) -> str:
+    if not result.restarts:
+        return "- No restart: the first initialisation passed the health check."
+    events = "; ".join(f"seed {r.seed}: {r.reason} at step {r.step}" for r in result.restarts)
+    return (
+        f"- **{len(result.restarts)} restart(s)** ({events}); kept the initialisation of "
+        f"seed {result.init_seed}. See the tag `{names.TAG_RESTART_LOG}`."
+    )
+
+
+def describe_training(
+    alias: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Mnist, result: TrainResult
+) -> str:
+    """The training run's Description (Markdown): what it trained and how it ended."""
+    final, best = result.history[-1], min(result.history, key=lambda r: r.test_mse)
+    kind = "Convolutional" if model_cfg.kind == "conv" else "Linear (bias-free, PCA-like)"
+    return "\n".join(
+        [
+            f"**{alias}**: {kind} autoencoder with a {model_cfg.latent_dim}-number code, "
+            f"trained for {train_cfg.epochs} epochs from seed {train_cfg.seed} on "
+            f"{len(data.train.labels):,} MNIST training images, tested on "
+            f"{len(data.test.labels):,}.",
+            "",
+            f"- Final test MSE **{final.test_mse:.5f}**; training MSE "
+            f"{result.final_train_mse:.5f} (gap {final.test_mse - result.final_train_mse:+.5f}).",
+            f"- Best test MSE {best.test_mse:.5f}, at epoch {best.epoch}.",
+            _restarts_line(result),
+        ]
     )
 
 
@@ -262,16 +305,16 @@ def train_tracked(
     }
     args = (alias, model_cfg, data_cfg, train_cfg, registered_model, resume)
     if resume is None:
-        with tracked_run(alias, tags) as run:
+        with tracked_run(alias, tags, system_metrics=True) as run:
             return _train_in_run(run, tags, *args)
     if MLFLOW_RUN_ID.get():  # `mlflow run` made a new run: it records the resume
         record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resume.run_id}
         with (
             tracked_run(f"resume-{alias}", record),
-            tracked_run(None, tags, nested=True, run_id=resume.run_id) as run,
+            tracked_run(None, tags, nested=True, run_id=resume.run_id, system_metrics=True) as run,
         ):
             return _train_in_run(run, tags, *args)
-    with tracked_run(None, tags, run_id=resume.run_id) as run:
+    with tracked_run(None, tags, run_id=resume.run_id, system_metrics=True) as run:
         return _train_in_run(run, tags, *args)
 
 
@@ -294,17 +337,18 @@ def _train_in_run(
         }
     )
     action = f"resuming after epoch {resume.checkpoint['epoch']}" if resume else "training"
-    print(
-        f"run {run_id} ({alias}): {action} {model_cfg.kind} autoencoder, "
-        f"latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
-    )
+    what = f"{model_cfg.kind} autoencoder, latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
+    print(f"run {run_id} ({alias}): {action} {what}")
+    describe_run(f"**{alias}**: {action} a {what}, seed {train_cfg.seed}. A summary follows.")
     with interruptible():
         data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
     logger = EpochLogger(data.test.images[sample_indices(data.test.labels)])
     start = time.perf_counter()
     prior_seconds = 0.0
+    datasets = _datasets(data)
     if resume is None:
-        _log_dataset(data)
+        for context, dataset in datasets.items():
+            mlflow.log_input(dataset, context=context)
     else:
         _log_missing_epochs(run_id, resume, logger)
         append_tag_line(names.TAG_RESUMED, f"after epoch {resume.checkpoint['epoch']}")
@@ -327,23 +371,28 @@ def _train_in_run(
         print(saver.hint(run_id, model_cfg.kind), file=sys.stderr, flush=True)
         raise
     stop_if_requested()
-    _log_summary(result, result.model, prior_seconds + time.perf_counter() - start)
-    _log_latent_quality(result.model, data, resolve_device(train_cfg.device))
+    seconds = prior_seconds + time.perf_counter() - start
+    quality = _latent_quality(result.model, data, resolve_device(train_cfg.device))
     stop_if_requested()  # the last point at which the run can still end KILLED
     start = time.perf_counter()
     mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
-    example = (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy()
-    version = log_and_register(
+    description = describe_training(alias, model_cfg, train_cfg, data, result)
+    registered = log_and_register(
         result.model,
-        example,
+        (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy(),
         registered_model,
         alias,
+        name=names.config_name(model_cfg.kind, model_cfg.latent_dim),
+        description=description,
         tags={**tags, "run_id": run_id},
     )
-    mlflow.set_tag(names.TAG_REGISTERED_VERSION, version)
+    _log_summary(result, quality, seconds, registered.model_id, datasets)
+    registration = f"Registered as version {registered.version}: `{registered.uri}`."
+    describe_run(f"{description}\n\n{registration}")
+    mlflow.set_tag(names.TAG_REGISTERED_VERSION, registered.version)
     mlflow.log_metric(names.TRACKING_SECONDS, logger.seconds + time.perf_counter() - start)
     print(
-        f"registered {registered_model} version {version} as "
-        f"models:/{registered_model}@{alias}; test MSE {result.history[-1].test_mse:.5f}"
+        f"registered {registered_model} version {registered.version} as {registered.uri}; "
+        f"test MSE {result.history[-1].test_mse:.5f}"
     )
     return run_id

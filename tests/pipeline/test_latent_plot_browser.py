@@ -4,18 +4,11 @@ from file:// (no network) and the scatter must actually render with WebGL."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pipeline.plots import latent_scatter_3d, standalone_html
-from tests.browser import check_rendered, ensure_chromium
+from tests.browser import check_rendered
 
 COUNTS = [200 + 13 * digit for digit in range(10)]  # distinct, so a mix-up shows
-
-
-@pytest.fixture(scope="session")
-def chromium() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, installed first where missing (as CI needs)."""
-    return ensure_chromium()
 
 
 def test_latent_plot_renders_in_headless_chromium(tmp_path: Path, chromium):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tracking import names
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -77,7 +79,9 @@ def cli_command(*args: str) -> list[str]:
 
 
 def mlflow_command(entry_point: str, params: dict) -> list[str]:
+    """As the README runs it: into the study's experiment."""
     cmd = [str(BIN / "mlflow"), "run", str(REPO_ROOT), "-e", entry_point, "--env-manager", "local"]
+    cmd += ["--experiment-name", names.EXPERIMENT_NAME]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
     return cmd
@@ -96,6 +100,7 @@ def make_store(root: Path, uri: str | None = None) -> Store:
     }
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
     return Store(root, uri, env)
 
 

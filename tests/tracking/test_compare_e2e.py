@@ -13,10 +13,11 @@ import pytest
 from pipeline.config import DEFAULT_MARGIN
 from pipeline.data import load_mnist
 from pipeline.spread import SPREAD_METRICS, STATS
-from tests.browser import check_rendered, ensure_chromium
+from tests.browser import check_rendered
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
 from tracking.query import HISTORY_METRICS, find_runs
+from tracking.registry import PICKLE_NOTE
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ ARTIFACTS = {
     "latent_3d.html",
     "latent_projections/conv-d10.html",
     "latent_projections/linear-d10.html",
+    names.REPORT_TABLE,
 }
 LOAD_CHAMPION = """
 import json, sys, mlflow, torch
@@ -70,12 +72,6 @@ def download(store: Store, run_id: str, path: str, into: Path) -> Path:
     return Path(store.client.download_artifacts(run_id, path, str(into)))
 
 
-@pytest.fixture(scope="session")
-def chromium() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, installed first where missing (as CI needs)."""
-    return ensure_chromium()
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, mnist_dir):
     """`sweep --latent-dims 3,10 --seeds 0,1`: conv d=3, conv d=10 and linear d=10, each
@@ -104,6 +100,27 @@ def test_main_ends_with_a_finished_comparison_holding_every_artifact(swept):
     assert set(comparison.data.tags[names.TAG_COMPARED_RUNS].split(",")) == training_ids
     assert artifact_paths(store, comparison.info.run_id) == ARTIFACTS
     assert "recommended:" in stdout and f"models:/{MODEL}@{names.CHAMPION_ALIAS}" in stdout
+    page = f"#/experiments/{sweep.info.experiment_id}/runs?workflowType=machine_learning"
+    assert "browse the runs: `mlflow ui --backend-store-uri" in stdout and page in stdout
+    assert stdout.count(PICKLE_NOTE) == 1  # once for the six steps
+
+
+def test_sweep_and_comparison_are_described_with_the_table(swept):
+    store, sweep, comparison, _ = swept
+    sweep = store.client.get_run(sweep.info.run_id)  # described after the fixture read it
+    for run in (sweep, comparison):
+        text = run.data.tags[names.TAG_DESCRIPTION]
+        assert "| model " in text and "conv-d3" in text and "linear-d10" in text, text
+        assert "**Recommended: " in text and "report.html" in text
+
+
+def test_report_is_logged_as_a_table(swept, tmp_path):
+    store, _, comparison, _ = swept
+    run_id = comparison.info.run_id
+    table = json.loads(download(store, run_id, names.REPORT_TABLE, tmp_path).read_text())
+    configs = pd.read_csv(download(store, run_id, "report.csv", tmp_path))
+    assert table["columns"] == list(configs.columns)
+    assert [row[0] for row in table["data"]] == list(configs.iloc[:, 0])
 
 
 def test_report_numbers_come_from_the_runs(swept, tmp_path):
@@ -223,6 +240,11 @@ def test_an_unknown_registered_model_is_refused_before_any_run(swept, mnist_dir)
 
 def test_no_runs_is_a_clear_error(store, mnist_dir, monkeypatch, capsys):
     result = store.cli("compare", "--data-dir", str(mnist_dir))  # a real process: exit code
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: no experiment named '{names.EXPERIMENT_NAME}'"), line
+    store.client.create_experiment(names.EXPERIMENT_NAME)
+    result = store.cli("compare", "--data-dir", str(mnist_dir))
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: no sweep run") and store.uri in line

@@ -17,6 +17,7 @@ from tests.tracking.conftest import (
     small_args,
 )
 from tracking import names
+from tracking.registry import PICKLE_NOTE
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,7 @@ print(json.dumps({"mse": mse, "code": list(code.shape), "module": inspect.getfil
 def trained(tmp_path_factory, mnist_dir):
     """One conv run through `mlflow run . -e train`, shared by the checks below."""
     store = make_store(tmp_path_factory.mktemp("train-store"))
+    store.env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # samples in a short run
     result = store.mlflow_run(
         "train",
         **small_args(mnist_dir, latent_dim=10, epochs=EPOCHS, train_limit=2048, test_limit=512),
@@ -122,6 +124,71 @@ def test_model_is_registered_under_its_alias(trained):
     assert version.run_id == run.info.run_id
     assert version.tags["run_id"] == run.info.run_id
     assert run.data.tags[names.TAG_REGISTERED_VERSION] == str(version.version)
+
+
+def test_run_and_experiment_are_described_for_the_ui(trained):
+    store, run, _ = trained
+    experiment = store.client.get_experiment(run.info.experiment_id)
+    assert experiment.name == names.EXPERIMENT_NAME
+    assert experiment.tags[names.TAG_EXPERIMENT_KIND] == names.EXPERIMENT_KIND
+    assert "latent size" in experiment.tags[names.TAG_DESCRIPTION]
+    text = run.data.tags[names.TAG_DESCRIPTION]
+    assert text.startswith("**conv-d10-s0**: Convolutional autoencoder with a 10-number code")
+    assert f"Final test MSE **{run.data.metrics[names.FINAL_TEST_MSE]:.5f}**" in text
+    assert "No restart" in text or "restart(s)" in text
+    assert f"models:/{names.DEFAULT_REGISTERED_MODEL}@conv-d10-s0" in text
+
+
+def test_system_metrics_are_sampled(trained):
+    _, run, _ = trained
+    metrics = run.data.metrics
+    assert metrics["system/cpu_utilization_percentage"] >= 0
+    assert metrics["system/system_memory_usage_megabytes"] > 0
+
+
+def test_logged_model_is_named_after_its_configuration_with_linked_metrics(trained):
+    store, run, _ = trained
+    (model,) = store.client.search_logged_models([run.info.experiment_id])
+    assert model.name == "conv-d10" and model.source_run_id == run.info.run_id
+    linked = {m.key: m for m in model.metrics}
+    for key, dataset in (
+        (names.FINAL_TEST_MSE, "mnist-testing"),
+        (names.KNN_ACCURACY, "mnist-testing"),
+        (names.FINAL_TRAIN_MSE, "mnist-training"),
+        (names.PARAMS_TOTAL, None),
+    ):
+        assert linked[key].value == run.data.metrics[key], key
+        assert linked[key].dataset_name == dataset, key
+
+
+def test_registered_model_and_version_say_how_to_load_them(trained):
+    store, run, _ = trained
+    client, uri = store.client, f"models:/{names.DEFAULT_REGISTERED_MODEL}@conv-d10-s0"
+    version = client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, "conv-d10-s0")
+    assert version.description.startswith("**conv-d10-s0**") and uri in version.description
+    about = client.get_registered_model(names.DEFAULT_REGISTERED_MODEL).description
+    assert f"models:/{names.DEFAULT_REGISTERED_MODEL}@{names.CHAMPION_ALIAS}" in about
+
+
+def test_the_pickle_format_is_explained_once_instead_of_mlflows_warning(trained):
+    _, _, result = trained
+    assert result.stdout.count(PICKLE_NOTE) == 1
+    assert "Saving pytorch model by Pickle" not in result.stderr
+
+
+def test_mlflow_experiment_name_wins_and_a_users_description_is_kept(store, mnist_dir):
+    client = store.client
+    mine = client.create_experiment("mine", tags={names.TAG_DESCRIPTION: "my own words"})
+    store.env["MLFLOW_EXPERIMENT_NAME"] = "mine"
+    params = small_args(mnist_dir, latent_dim=2, epochs=1, train_limit=256, test_limit=64)
+    result = store.cli("train", *cli_flags(params))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = store.runs()
+    assert run.info.experiment_id == mine
+    tags = client.get_experiment(mine).tags
+    assert tags[names.TAG_DESCRIPTION] == "my own words"
+    assert tags[names.TAG_EXPERIMENT_KIND] == names.EXPERIMENT_KIND
+    assert client.get_experiment_by_name(names.EXPERIMENT_NAME) is None
 
 
 def test_registered_model_reloaded_in_a_fresh_process_reproduces_the_logged_mse(trained, mnist_dir):
