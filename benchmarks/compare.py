@@ -39,6 +39,7 @@ from pipeline.train import flush_denormals
 from tracking import names
 from tracking.query import find_runs
 from tracking.registry import version_of_run
+from tracking.runs import choose_experiment
 from tracking.training import train_tracked
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,7 @@ def train_real(data_dir: str, epochs: int) -> list[Run]:
     data = DataConfig(data_dir=data_dir, train_limit=TRAIN_LIMIT, test_limit=TEST_LIMIT)
     train = TrainConfig(epochs=epochs, device="cpu")
     client, runs = MlflowClient(), []
+    choose_experiment()  # the study's, where `compare --all-finished` looks
     for kind, latent in CONFIGS:
         quiet = io.StringIO()  # per-epoch lines and MLflow's notes, five times over
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -140,7 +142,8 @@ def run_compare(data_dir: str, cwd: str) -> tuple[float, subprocess.CompletedPro
 
 
 def comparison_run(client: MlflowClient) -> Run | None:
-    found = client.search_runs(["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'")
+    experiment = client.get_experiment_by_name(names.EXPERIMENT_NAME).experiment_id
+    found = client.search_runs([experiment], f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'")
     return found[0] if found else None
 
 

@@ -1,12 +1,12 @@
 """Study benchmark: the whole default main job as a user runs it, timed and measured.
 
-Runs `mlflow run <project> -e main --env-manager local` in a fresh temporary folder, so
-that it uses MLflow's embedded default store (./mlflow.db there), samples the memory of
-the whole process tree, then reads the tracking overhead back from the runs
-(tracking_seconds against the epochs' training time), and the study's results: every
-run's test MSE after its first and last epoch, and per configuration the mean, spread
-and min/max ratio over seeds, with each configuration's distance to its PCA floor from
-the comparison's report.
+Runs `mlflow run <project> -e main --env-manager local --experiment-name
+latent-size-study` in a fresh temporary folder, so that it uses MLflow's embedded default
+store (./mlflow.db there), samples the memory of the whole process tree, then reads the
+tracking overhead back from the runs (tracking_seconds against the epochs' training
+time), and the study's results: every run's test MSE after its first and last epoch, and
+per configuration the mean, spread and min/max ratio over seeds, with each
+configuration's distance to its PCA floor from the comparison's report.
 
     .venv/bin/python -m benchmarks.study                       # the full default study
     .venv/bin/python -m benchmarks.study -P seeds=0,1,2        # three seeds of everything
@@ -67,11 +67,17 @@ def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, int]
     return time.perf_counter() - start, peak, code
 
 
+def study_runs(client: MlflowClient, role: str, **kwargs) -> list:
+    """The study experiment's runs of a role."""
+    experiment = client.get_experiment_by_name(names.EXPERIMENT_NAME).experiment_id
+    return client.search_runs([experiment], f"tags.{names.TAG_ROLE} = '{role}'", **kwargs)
+
+
 def overhead(store: str) -> list[tuple[str, float, float]]:
     """(run name, tracking seconds, training seconds) of every training run."""
     client = MlflowClient(store)
     rows = []
-    for run in client.search_runs(["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"):
+    for run in study_runs(client, names.ROLE_TRAIN):
         epochs = client.get_metric_history(run.info.run_id, names.EPOCH_SECONDS)
         rows.append(
             (
@@ -88,7 +94,7 @@ def results(store: str, into: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     comparison's per-configuration report."""
     client = MlflowClient(store)
     rows = []
-    for run in client.search_runs(["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_TRAIN}'"):
+    for run in study_runs(client, names.ROLE_TRAIN):
         first = client.get_metric_history(run.info.run_id, names.TEST_MSE)
         rows.append(
             {
@@ -101,9 +107,7 @@ def results(store: str, into: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "restarts": int(run.data.metrics.get(names.RESTARTS, 0)),
             }
         )
-    (comparison,) = client.search_runs(
-        ["0"], f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'", max_results=1
-    )
+    (comparison,) = study_runs(client, names.ROLE_COMPARISON, max_results=1)
     report = pd.read_csv(client.download_artifacts(comparison.info.run_id, "report.csv", into))
     return pd.DataFrame(rows).sort_values(["config", "seed"]), report
 
@@ -146,6 +150,8 @@ def main() -> None:
             "main",
             "--env-manager",
             "local",
+            "--experiment-name",  # as `make study` runs it
+            names.EXPERIMENT_NAME,
             "-P",
             f"data_dir={PROJECT / 'data'}",
         ]
