@@ -1,4 +1,5 @@
-"""Typed, validated configuration: one frozen dataclass per concern.
+"""Typed, validated configuration: one frozen dataclass per concern. Imports neither torch
+nor MLflow, so that the command line refuses bad input at once.
 
 Each dataclass checks its fields on construction and raises ``ConfigError`` with a
 one-line message that names the parameter and what is allowed, so bad input stops
@@ -7,11 +8,14 @@ before any data is read or any run is created.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.models import MODEL_KINDS
-
+MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
 DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
@@ -25,6 +29,25 @@ compression ratio."""
 
 class ConfigError(ValueError):
     """A parameter is outside what is allowed; the message names it."""
+
+
+def check_writable(data_dir: str | os.PathLike) -> None:
+    """Raise ConfigError unless data_dir can be created and written; leaves nothing behind."""
+    path = Path(data_dir).absolute()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"Data dir {path} cannot be created or written ({exc}); "
+            "pass a writable folder as the data dir or fix its permissions."
+        ) from exc
+    finally:
+        for folder in created:  # deepest first; rmdir only removes empty folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:

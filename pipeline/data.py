@@ -144,25 +144,6 @@ def digest_for_limits(train_limit: int | None, test_limit: int | None) -> str:
     return mnist_digest(limited_size("train", train_limit), limited_size("test", test_limit))
 
 
-def check_writable(data_dir: str | os.PathLike) -> None:
-    """Raise DataError unless data_dir can be created and written; leaves nothing behind."""
-    path = Path(data_dir).absolute()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise DataError(
-            f"Data dir {path} cannot be created or written ({exc}); "
-            "pass a writable folder as the data dir or fix its permissions."
-        ) from exc
-    finally:
-        for folder in created:  # deepest first; rmdir only removes empty folders
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
 def _read_split(root: Path, train: bool, limit: int | None) -> MnistSplit:
     dataset = torchvision.datasets.MNIST(root=str(root), train=train, download=False)
     images, labels = dataset.data, dataset.targets

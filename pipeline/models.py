@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.config import MODEL_KINDS
+
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
 
@@ -75,13 +77,13 @@ class LinearAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-MODEL_KINDS = {"conv": ConvAutoencoder, "linear": LinearAutoencoder}
+_CLASSES = dict(zip(MODEL_KINDS, (ConvAutoencoder, LinearAutoencoder), strict=True))
 
 
 def build_model(kind: str, latent_dim: int) -> nn.Module:
     """A fresh, randomly initialised model of the given kind ("conv" or "linear")."""
     try:
-        return MODEL_KINDS[kind](latent_dim)
+        return _CLASSES[kind](latent_dim)
     except KeyError:
         raise ValueError(
             f"model kind must be one of {sorted(MODEL_KINDS)} (got {kind!r})"

@@ -15,11 +15,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-import mlflow
-import torch
-from mlflow.environment_variables import MLFLOW_RUN_ID
-from mlflow.exceptions import MlflowException
-
+# Only what checking the arguments needs is imported up front (torch and MLflow take
+# seconds): a refusal comes at once.
 from pipeline.config import (
     DEFAULT_MARGIN,
     CompareConfig,
@@ -27,20 +24,11 @@ from pipeline.config import (
     DataConfig,
     ModelConfig,
     TrainConfig,
+    check_writable,
     parse_latent_dims,
     parse_seeds,
 )
-from pipeline.data import DataError, check_writable
-from pipeline.train import flush_denormals
 from tracking import names
-from tracking.registry import RegistryError
-from tracking.runs import (
-    Terminated,
-    choose_experiment,
-    fail_pending_run,
-    guard_killed_status,
-    install_signal_handlers,
-)
 
 EXIT_BAD_INPUT = 2
 SERVER_WAIT_SECONDS = 15  # how long a tracking server may take to answer at start
@@ -105,8 +93,11 @@ def _configs(args: argparse.Namespace, seed: int = 0) -> tuple[DataConfig, Train
     )
     if not args.registered_model.strip():
         raise ConfigError("registered_model must be a non-empty name")
-    if train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device must be auto or cpu here: torch finds no CUDA device")
+    if train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device must be auto or cpu here: torch finds no CUDA device")
     check_writable(data.data_dir)
     return data, train
 
@@ -169,10 +160,13 @@ def _compare(args: argparse.Namespace) -> Callable[[], object]:
         raise ConfigError("registered_model must be a non-empty name")
     check_writable(config.data_dir)
     from tracking.query import find_runs
-    from tracking.registry import require_registered_model
+    from tracking.registry import RegistryError, require_registered_model
 
     runs = find_runs(parent, all_finished)  # read-only; no runs to compare is bad input
-    require_registered_model(args.registered_model)  # where the champion alias goes
+    try:
+        require_registered_model(args.registered_model)  # where the champion alias goes
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
 
     def work() -> object:
         from tracking.compare import run_compare
@@ -251,7 +245,7 @@ def check_tracking_server(wait_seconds: float = SERVER_WAIT_SECONDS) -> None:
     """With an http(s) tracking URI, make sure a server answers before any work starts:
     ConfigError after about wait_seconds, instead of MLflow's retries of every request
     (minutes). A server that answers but refuses gets an error naming the likely cause."""
-    uri = mlflow.get_tracking_uri()
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")  # unset: the local default store
     if not uri.startswith(("http://", "https://")):
         return
     deadline = time.monotonic() + wait_seconds
@@ -277,18 +271,37 @@ def check_tracking_server(wait_seconds: float = SERVER_WAIT_SECONDS) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    flush_denormals()  # before torch starts its worker threads
     args = build_parser().parse_args(argv)
     try:
         check_tracking_server()
         work = args.prepare(args)  # validation only: no run, no data, no training yet
-    except (ConfigError, DataError, RegistryError) as exc:
+    except ConfigError as exc:
         message = str(exc).splitlines()[0]
         print(f"error: {message}", file=sys.stderr)
-        fail_pending_run(message)
+        if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made a run: end it FAILED
+            from tracking.runs import fail_pending_run
+
+            fail_pending_run(message)
         return EXIT_BAD_INPUT
+    return _work(work)
+
+
+def _work(work: Callable[[], object]) -> int:
+    """Do the validated work in the experiment chosen for it; Ctrl-C and SIGTERM end its
+    runs KILLED."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.train import flush_denormals
+    from tracking.runs import (
+        Terminated,
+        choose_experiment,
+        guard_killed_status,
+        install_signal_handlers,
+    )
+
+    flush_denormals()  # before torch starts its worker threads
     install_signal_handlers()
-    pending_run = os.environ.get(MLFLOW_RUN_ID.name)  # start_run removes it
+    pending_run = os.environ.get("MLFLOW_RUN_ID")  # start_run removes it
     try:
         choose_experiment()
         work()

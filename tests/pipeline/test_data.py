@@ -12,7 +12,8 @@ import torch
 from torchvision.datasets import mnist as tv_mnist
 
 from pipeline import data
-from pipeline.data import RAW_FILES, DataError, check_writable, ensure_mnist, load_mnist
+from pipeline.config import ConfigError, check_writable
+from pipeline.data import RAW_FILES, DataError, ensure_mnist, load_mnist
 
 SMALL = "train-labels-idx1-ubyte"  # the file the corruption tests damage
 
@@ -185,6 +186,6 @@ def test_check_writable(tmp_path: Path) -> None:
     regular = tmp_path / "file"
     regular.write_text("x")
     for bad in (regular, regular / "data"):
-        with pytest.raises(DataError, match=re.escape(str(bad))):
+        with pytest.raises(ConfigError, match=re.escape(str(bad))):
             check_writable(bad)
     assert os.listdir(tmp_path) == ["file"]

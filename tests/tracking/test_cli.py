@@ -44,6 +44,26 @@ def test_bad_input_is_rejected_before_any_run(store, monkeypatch, capsys, args, 
     assert not (store.root / "data").exists()
 
 
+REFUSE_IN_A_FRESH_PROCESS = """
+import sys
+from tracking.cli import main
+code = main(sys.argv[1:])
+print(code, *[m for m in ("torch", "torchvision", "mlflow", "pandas") if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "--lr", "inf"], ["sweep", "--latent-dims", "3,3"], ["compare", "--margin", "x"]],
+)
+def test_a_refusal_imports_neither_torch_nor_mlflow(store, args):
+    """Checking the arguments needs neither (they take seconds to import): refusals are
+    immediate. `compare`'s checks against the store come after its argument checks."""
+    result = store.python(REFUSE_IN_A_FRESH_PROCESS, *args)
+    assert result.stdout.split() == ["2"], result.stdout + result.stderr[-2000:]
+    assert result.stderr.startswith("error: ")
+
+
 def test_unwritable_data_dir_is_rejected_with_a_non_zero_exit(store):
     blocker = store.root / "a-file"
     blocker.write_text("not a folder")
