@@ -191,7 +191,7 @@ def to_description(doc: ReportDoc) -> str:
     lines = [
         f"**{doc.title}**: {doc.source}.",
         "",
-        config_table(doc.configs)[columns].to_markdown(index=False),
+        config_table(doc.configs)[columns].to_markdown(index=False, disable_numparse=True),
         "",
         f"**Recommended: {doc.recommendation.model}.** {doc.recommendation.why}",
         "",

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.observations import observations
 from pipeline.pca import PcaFloors
-from pipeline.render import ReportDoc, to_console, to_html, to_markdown
+from pipeline.render import ReportDoc, to_console, to_description, to_html, to_markdown
 from pipeline.report import curves, psnr, summarize, widening_from
 from pipeline.spread import aggregate, recommend
 
@@ -274,13 +274,16 @@ def test_renderings_carry_the_same_content(report, configs):
     rec = recommend(configs)
     doc = ReportDoc("comparison-test", "hand-built", report, configs, ["obs one"], rec, excluded)
     doc.images["Loss curves"] = b"\x89PNG fake"
-    for text in (to_markdown(doc), to_html(doc), to_console(doc)):
+    for text in (to_markdown(doc), to_html(doc), to_console(doc), to_description(doc)):
         assert "conv-d100" in text and "conv-d3 (x1): FAILED" in text
         assert "0.04400 ± 0.00283" in text  # conv-d3's mean test MSE and its SD
     markdown, page = to_markdown(doc), to_html(doc)
     assert rec.rule in markdown and "obs one" in markdown and rec.spread in markdown
     assert "| conv-d10-s0" in markdown and "0.02100" in markdown  # numbers as formatted
     assert "data:image/png;base64," in page and "http" not in page  # self-contained
+    description = to_description(doc)  # the runs' Description box in the MLflow UI
+    assert f"**Recommended: {rec.model}.**" in description and rec.spread in description
+    assert "| conv-d10 " in description and "report.html" in description
 
 
 def test_epoch_gap_uses_the_same_weights_training_mse_when_logged():
