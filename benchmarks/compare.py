@@ -37,7 +37,7 @@ from pipeline.config import DataConfig, ModelConfig, TrainConfig
 from pipeline.data import ensure_mnist
 from pipeline.train import flush_denormals
 from tracking import names
-from tracking.query import find_runs
+from tracking.query import current_experiment_id, find_runs
 from tracking.registry import version_of_run
 from tracking.runs import choose_experiment
 from tracking.training import train_tracked
@@ -142,8 +142,8 @@ def run_compare(data_dir: str, cwd: str) -> tuple[float, subprocess.CompletedPro
 
 
 def comparison_run(client: MlflowClient) -> Run | None:
-    experiment = client.get_experiment_by_name(names.EXPERIMENT_NAME).experiment_id
-    found = client.search_runs([experiment], f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'")
+    query = f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'"
+    found = client.search_runs([current_experiment_id()], query)
     return found[0] if found else None
 
 

@@ -113,6 +113,8 @@ def config_table(configs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+# The per-configuration columns of the short summaries (console, run descriptions).
+SUMMARY_COLUMNS = ["model", "d", "seeds", "params", "test MSE", "min", "max", "PSNR dB", "x floor"]
 CONFIG_CAPTION = "By configuration: means over seeds, ± their sample standard deviation"
 RUNS_CAPTION = "Every run"
 
@@ -176,8 +178,7 @@ def to_html(doc: ReportDoc) -> str:
 
 def to_console(doc: ReportDoc) -> str:
     """The table and the recommendation, for the terminal."""
-    columns = ["model", "d", "seeds", "params", "test MSE", "min", "max", "PSNR dB", "x floor"]
-    lines = [doc.title, config_table(doc.configs)[columns].to_string(index=False), ""]
+    lines = [doc.title, config_table(doc.configs)[SUMMARY_COLUMNS].to_string(index=False), ""]
     lines += [f"recommended: {doc.recommendation.model} ({doc.recommendation.why})"]
     lines += [f"spread: {doc.recommendation.spread}"]
     lines += [f"excluded: {line}" for line in _excluded_lines(doc.excluded)]
@@ -187,11 +188,10 @@ def to_console(doc: ReportDoc) -> str:
 def to_description(doc: ReportDoc) -> str:
     """The table and the recommendation in Markdown, short enough for a run's
     Description in the MLflow UI; the full report is report.html."""
-    columns = ["model", "d", "seeds", "params", "test MSE", "min", "max", "PSNR dB", "x floor"]
     lines = [
         f"**{doc.title}**: {doc.source}.",
         "",
-        config_table(doc.configs)[columns].to_markdown(index=False, disable_numparse=True),
+        config_table(doc.configs)[SUMMARY_COLUMNS].to_markdown(index=False, disable_numparse=True),
         "",
         f"**Recommended: {doc.recommendation.model}.** {doc.recommendation.why}",
         "",

@@ -7,12 +7,13 @@ import io
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.system import apt_install
@@ -80,20 +81,38 @@ def chrome(chromium: str, chromedriver: str) -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(driver) -> np.ndarray:
-    """The window as RGB uint8 (height, width, 3)."""
+def screenshot(driver, save_as: Path | None = None) -> np.ndarray:
+    """The window as RGB uint8 (height, width, 3); also written to save_as, if given."""
     png = driver.get_screenshot_as_png()
+    if save_as is not None:
+        save_as.write_bytes(png)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for(driver, condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
+    """What condition returns once it is true; fails, with what the page shows, after
+    timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            shown = " | ".join(page_text(driver).splitlines())[:3000]
+            pytest.fail(f"{what}: not shown after {timeout} s at {driver.current_url}: {shown}")
+        time.sleep(0.2)
+    return found
 
 
 def render(page: Path, chromium: str, chromedriver: str, timeout: float = 30.0) -> Rendered:
     """Open page (file://) in headless Chromium; return the plot's traces and a screenshot."""
     with chrome(chromium, chromedriver) as driver:
         driver.get(page.resolve().as_uri())
-        deadline = time.monotonic() + timeout
-        while (state := driver.execute_script(READ_PLOT)) is None:
-            assert time.monotonic() < deadline, f"no plotly plot in {page} after {timeout} s"
-            time.sleep(0.2)
+        read = lambda: driver.execute_script(READ_PLOT)  # noqa: E731
+        state = wait_for(driver, read, f"a plotly plot in {page}", timeout)
         time.sleep(1.0)  # let WebGL finish its first frame
         image = screenshot(driver)
     return Rendered(state["traces"], state["webgl"], image)

@@ -5,13 +5,12 @@ tab naming the configurations. Every screen is screenshotted and must not be bla
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.browser import chrome, screenshot
+from tests.browser import chrome, page_text, screenshot, wait_for
 from tests.servers import MlflowServer
 from tests.tracking.conftest import make_store, small_args
 from tracking import names
@@ -20,7 +19,6 @@ pytestmark = pytest.mark.slow
 
 ML_VIEW = "workflowType=machine_learning"  # the UI's "Model training" side
 TRAINING_RUNS = ["conv-d3-s0", "linear-d10-s0"]
-WAIT_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +39,13 @@ def study(tmp_path_factory, mnist_dir):
         server.stop()
 
 
-def wait_for(driver, condition: Callable[[], object], what: str) -> object:
-    """What condition returns once it is true; fails, with what the page shows, after
-    WAIT_SECONDS."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            shown = " | ".join(page_text(driver).splitlines())[:3000]
-            pytest.fail(
-                f"{what}: not shown after {WAIT_SECONDS} s at {driver.current_url}: {shown}"
-            )
-        time.sleep(0.5)
-    return found
-
-
-def page_text(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.TAG_NAME, "body").text
-
-
 def shows(driver, *texts: str) -> Callable[[], bool]:
     return lambda: all(t in page_text(driver) for t in texts)
 
 
 def save_screen(driver, folder: Path, name: str) -> None:
     """Keep the screenshot beside the test's files and check it is not blank."""
-    image = screenshot(driver)
-    (folder / f"{name}.png").write_bytes(driver.get_screenshot_as_png())
+    image = screenshot(driver, save_as=folder / f"{name}.png")
     assert image.std() > 10, f"the {name} screenshot is blank"
 
 
