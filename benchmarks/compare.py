@@ -35,12 +35,12 @@ from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.config import DataConfig, ModelConfig, TrainConfig
 from pipeline.data import ensure_mnist
-from pipeline.train import flush_denormals
+from pipeline.tensors import flush_denormals
 from tracking import names
 from tracking.query import current_experiment_id, find_runs
 from tracking.registry import version_of_run
 from tracking.runs import choose_experiment
-from tracking.training import train_tracked
+from tracking.training import TrainingRequest, train_tracked
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = (("conv", 3), ("conv", 10), ("conv", 100), ("conv", 250), ("linear", 10))
@@ -68,7 +68,7 @@ def train_real(data_dir: str, epochs: int) -> list[Run]:
     for kind, latent in CONFIGS:
         quiet = io.StringIO()  # per-epoch lines and MLflow's notes, five times over
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            run_id = train_tracked(ModelConfig(kind, latent), data, train, MODEL)
+            run_id = train_tracked(TrainingRequest(ModelConfig(kind, latent), data, train, MODEL))
         runs.append(client.get_run(run_id))
     return runs
 

@@ -33,7 +33,8 @@ from torchvision.transforms import ToTensor
 from pipeline.config import TrainConfig
 from pipeline.data import ensure_mnist, limited_size, load_mnist
 from pipeline.models import build_model
-from pipeline.train import evaluate, fit, flush_denormals, to_model_input
+from pipeline.tensors import evaluate, flush_denormals, to_model_input
+from pipeline.train import fit
 
 MODELS = (("conv", 100), ("linear", 10))
 GEMM_SIZE = 2048  # square float32 matrices: large enough for the library's best rate

@@ -43,7 +43,8 @@ from pipeline.health import (
     look,
 )
 from pipeline.models import ConvAutoencoder
-from pipeline.train import _Attempt, evaluate, flush_denormals, to_model_input
+from pipeline.tensors import evaluate, flush_denormals, to_model_input
+from pipeline.train import _Attempt
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
 INITS = ("default", "kaiming")

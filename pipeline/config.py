@@ -1,9 +1,8 @@
-"""Typed, validated configuration: one frozen dataclass per concern. Imports neither torch
-nor MLflow, so that the command line refuses bad input at once.
-
-Each dataclass checks its fields on construction and raises ``ConfigError`` with a
-one-line message that names the parameter and what is allowed, so bad input stops
-before any data is read or any run is created.
+"""The one schema of the project's parameters: a frozen dataclass per concern, each field
+with its default and help text. The command line's flags, the parameters runs log and
+reading them back (``to_params``, ``from_params``) all come from here. Each dataclass
+checks its fields and raises ``ConfigError`` with a one-line message naming the parameter
+and what is allowed. Imports neither torch nor MLflow: refusals come at once.
 """
 
 from __future__ import annotations
@@ -12,11 +11,13 @@ import contextlib
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_LATENT = {"conv": 100, "linear": 10}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
 (pipeline.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
@@ -25,6 +26,8 @@ DEFAULT_MARGIN = round(10 ** (1 / 10) - 1, 4)
 1 dB of PSNR, about the smallest difference one sees between two reconstructions side by
 side, while every latent unit the conv model drops saves 4,097 parameters and raises the
 compression ratio."""
+ALL_IMAGES = 0
+"""How parameters (the command line, MLflow's params) spell a limit of None: all images."""
 
 
 class ConfigError(ValueError):
@@ -50,6 +53,100 @@ def check_writable(data_dir: str | os.PathLike) -> None:
                 folder.rmdir()
 
 
+def one_line(exc: BaseException, limit: int = 4000) -> str:
+    """An exception as one line: its type and its message, white space folded."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text[:limit]}"
+
+
+def option(default: object, help: str, *, param: str | None = None) -> Field:
+    """A field of the schema: its default, its help text, and the name of its parameter
+    where that differs from the field's."""
+    return field(default=default, metadata={"help": help, "param": param})
+
+
+def param_name(f: Field) -> str:
+    return f.metadata.get("param") or f.name
+
+
+def to_param(value: object) -> object:
+    """A field's value as a parameter: None (all images) as 0, lists comma-joined, flags
+    as true/false."""
+    if value is None:
+        return ALL_IMAGES
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value
+
+
+def to_params(*configs: object, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """The configs' fields as parameters, by parameter name."""
+    return {
+        param_name(f): to_param(getattr(c, f.name))
+        for c in configs
+        for f in fields(c)
+        if param_name(f) not in skip
+    }
+
+
+def _cast(cast: type, what: str):
+    def parse(name: str, text: str):
+        try:
+            return cast(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be {what} (got {text!r})") from None
+
+    return parse
+
+
+_integer, _number = _cast(int, "an integer"), _cast(float, "a number")
+
+
+def _limit(name: str, text: str) -> int | None:
+    value = _integer(name, text)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (all images) or a positive integer (got {text!r})")
+    return value or None
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false (got {text!r})")
+    return value in ("true", "1", "yes")
+
+
+def _integers(name: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers ("3,10,100"); the field checks the rest."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{name} must be {ALLOWED[name]} (got {text!r})")
+    return tuple(int(p) for p in parts)
+
+
+# How each annotation is read from a parameter's text.
+PARSERS = {
+    "int": _integer,
+    "float": _number,
+    "str": lambda name, text: text,
+    "bool": _flag,
+    "int | None": _limit,
+    "tuple[int, ...]": _integers,
+}
+
+
+def from_params(cls: type, params: Mapping[str, object]):
+    """An instance of cls from parameters as text (the command line, a run's params):
+    each present field parsed by its type, the others at their defaults."""
+    values = {}
+    for f in fields(cls):
+        if params.get(name := param_name(f)) is not None:
+            values[f.name] = PARSERS[f.type](name, str(params[name]).strip())
+    return cls(**values)
+
+
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:
     if not ok:
         raise ConfigError(f"{name} must be {allowed} (got {value!r})")
@@ -59,139 +156,110 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _optional_positive(value: int | None) -> bool:
-    return value is None or (_is_int(value) and value >= 1)
+def _at_least(value: object, minimum: int) -> bool:
+    return _is_int(value) and value >= minimum
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "conv"
-    """"conv" (the exercise's conv autoencoder) or "linear" (bias-free PCA baseline)."""
-    latent_dim: int = 100
-    """Size of the code the encoder produces."""
+    kind: str = option(
+        "conv", "conv (the exercise's conv autoencoder) or linear (PCA-like)", param="model_kind"
+    )
+    latent_dim: int = option(DEFAULT_LATENT["conv"], "size of the code the encoder produces")
 
     def __post_init__(self) -> None:
         _require(self.kind in MODEL_KINDS, "model kind", f"one of {sorted(MODEL_KINDS)}", self.kind)
-        _require(
-            _is_int(self.latent_dim) and self.latent_dim >= 1,
-            "latent_dim",
-            "a positive integer",
-            self.latent_dim,
-        )
+        _require(_at_least(self.latent_dim, 1), "latent_dim", "a positive integer", self.latent_dim)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str = "./data"
-    """Folder holding (or receiving) MNIST under MNIST/raw."""
-    train_limit: int | None = None
-    """Use only the first N training images (None: all 60,000)."""
-    test_limit: int | None = None
-    """Use only the first N test images (None: all 10,000)."""
+    data_dir: str = option("./data", "folder holding (or receiving) MNIST under MNIST/raw")
+    train_limit: int | None = option(None, "use the first N training images (0: all 60,000)")
+    test_limit: int | None = option(None, "use the first N test images (0: all 10,000)")
 
     def __post_init__(self) -> None:
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
-            _require(_optional_positive(value), name, "a positive integer or empty", value)
+            _require(
+                value is None or _at_least(value, 1), name, "a positive integer or empty", value
+            )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    """Full passes over the training set."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    batch_size: int = 128
-    """Training mini-batch size."""
-    seed: int = 0
-    """Seed of the first initialisation and of the batch order; restarts use seed + k *
-    10,000 (pipeline.train.RESTART_STRIDE), so seeds stay under 10,000."""
-    device: str = "auto"
-    """"auto" (CUDA when present), "cpu" or "cuda"."""
-    max_restarts: int = 20
-    """How many fresh initialisations (seed + 10,000, seed + 20,000, ...) to try after one
-    fails the
-    health check (pipeline/health.py). Each costs at most the 200-step window (a constant
-    output ends it sooner), a few seconds; at d=3 most seeds collapse, hence the generous
-    default."""
+    epochs: int = option(10, "full passes over the training set")
+    lr: float = option(1e-3, "Adam learning rate")
+    batch_size: int = option(128, "training mini-batch size")
+    seed: int = option(
+        0,
+        f"seed of the first initialisation and of the batch order, under {MAX_SEED}; "
+        f"restarts use seed + {MAX_SEED} k",
+    )
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda")
+    max_restarts: int = option(
+        20,
+        "fresh initialisations (seed + 10000 k) tried after one fails the health check; "
+        "each costs at most 200 steps, and at d=3 most seeds fail: hence the default",
+    )
 
     def __post_init__(self) -> None:
-        _require(
-            _is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs
-        )
-        _require(
-            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
-            "lr",
-            "a finite number > 0",
-            self.lr,
-        )
-        _require(
-            _is_int(self.batch_size) and self.batch_size >= 1,
-            "batch_size",
-            "an integer >= 1",
-            self.batch_size,
-        )
-        _require(
-            _is_int(self.seed) and 0 <= self.seed < MAX_SEED,
-            "seed",
-            f"an integer from 0 to {MAX_SEED - 1}",
-            self.seed,
-        )
+        _require(_at_least(self.epochs, 1), "epochs", "an integer >= 1", self.epochs)
+        finite = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        _require(finite, "lr", "a finite number > 0", self.lr)
+        _require(_at_least(self.batch_size, 1), "batch_size", "an integer >= 1", self.batch_size)
+        seed_ok = _at_least(self.seed, 0) and self.seed < MAX_SEED
+        _require(seed_ok, "seed", f"an integer from 0 to {MAX_SEED - 1}", self.seed)
         _require(self.device in DEVICES, "device", f"one of {list(DEVICES)}", self.device)
-        _require(
-            _is_int(self.max_restarts) and self.max_restarts >= 0,
-            "max_restarts",
-            "an integer >= 0",
-            self.max_restarts,
-        )
+        restarts_ok = _at_least(self.max_restarts, 0)
+        _require(restarts_ok, "max_restarts", "an integer >= 0", self.max_restarts)
 
 
-def parse_int_list(name: str, text: str, minimum: int, example: str) -> tuple[int, ...]:
-    """Parse a comma-separated list of distinct integers >= minimum, such as "3,10,100"."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if any(not p.isdigit() or int(p) < minimum for p in parts):
-        kind = "positive integers" if minimum == 1 else f"integers >= {minimum}"
-        raise ConfigError(
-            f"{name} must be a comma-separated list of {kind}, e.g. {example} (got {text!r})"
-        )
-    values = [int(p) for p in parts]
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ConfigError(
-            f"{name} must not repeat a value ({', '.join(map(str, repeated))} given twice "
-            f"in {text!r})"
-        )
-    return tuple(values)
+ALLOWED = {
+    "latent_dims": "a comma-separated list of positive integers, e.g. 3,10,100,250",
+    "seeds": "a comma-separated list of integers >= 0, e.g. 0,1,2",
+}
 
 
-def parse_latent_dims(text: str) -> tuple[int, ...]:
-    """Parse a comma-separated latent list such as "3,10,100,250"."""
-    return parse_int_list("latent_dims", text, 1, "3,10,100,250")
+@dataclass(frozen=True)
+class SweepConfig:
+    latent_dims: tuple[int, ...] = option((3, 10, 100, 250), "the conv models' latent sizes")
+    linear_dim: int = option(DEFAULT_LATENT["linear"], "the linear baseline's latent size")
+    seeds: tuple[int, ...] = option(
+        (0,), "seeds to train every configuration from, e.g. 0,1,2: a child run each"
+    )
+    parallel: int = option(1, "training steps run at once")
+    force: bool = option(False, "train every step again instead of reusing FINISHED runs")
 
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """Parse a comma-separated seed list such as "0,1,2"."""
-    seeds = parse_int_list("seeds", text, 0, "0,1,2")
-    too_large = [s for s in seeds if s >= MAX_SEED]
-    if too_large:
-        raise ConfigError(f"seeds must be under {MAX_SEED} (got {too_large[0]})")
-    return seeds
+    def __post_init__(self) -> None:
+        for name in ("latent_dims", "seeds"):
+            values = getattr(self, name)
+            minimum = 1 if name == "latent_dims" else 0
+            ok = bool(values) and all(_at_least(v, minimum) for v in values)
+            _require(ok, name, ALLOWED[name], to_param(values))
+            if repeated := sorted({v for v in values if values.count(v) > 1}):
+                raise ConfigError(
+                    f"{name} must not repeat a value ({', '.join(map(str, repeated))} given "
+                    f"twice in {to_param(values)!r})"
+                )
+        if max(self.seeds) >= MAX_SEED:
+            raise ConfigError(f"seeds must be under {MAX_SEED} (got {max(self.seeds)})")
+        _require(_at_least(self.linear_dim, 1), "linear_dim", "a positive integer", self.linear_dim)
+        _require(_at_least(self.parallel, 1), "parallel", "a positive integer", self.parallel)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    margin: float = DEFAULT_MARGIN
-    """The recommendation's tolerance: the smallest latent size whose test MSE is at most
-    (1 + margin) times the best one is picked (default and why: DEFAULT_MARGIN)."""
-    data_dir: str = "./data"
-    """MNIST folder: test digits for the plots, and the PCA floors' cache."""
+    margin: float = option(
+        DEFAULT_MARGIN,
+        "pick the smallest latent size whose mean test MSE is at most (1 + margin) times "
+        "the best one (the default is 1 dB of PSNR)",
+    )
+    data_dir: str = option("./data", "MNIST folder: test digits for the plots, PCA floors' cache")
 
     def __post_init__(self) -> None:
-        _require(
-            isinstance(self.margin, (int, float)) and 0 <= self.margin < 10,
-            "margin",
-            "a number from 0 to 10 (0.1 means within 10% of the best)",
-            self.margin,
-        )
+        ok = isinstance(self.margin, (int, float)) and 0 <= self.margin < 10
+        allowed = "a number from 0 to 10 (0.1 means within 10% of the best)"
+        _require(ok, "margin", allowed, self.margin)
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)

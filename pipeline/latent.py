@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from pipeline.train import EVAL_BATCH, prepare_model, to_model_input
+from pipeline.tensors import EVAL_BATCH, prepare_model, to_model_input
 
 KNN_NEIGHBOURS = 5
 SILHOUETTE_SAMPLE = 5000

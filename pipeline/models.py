@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.config import MODEL_KINDS
+from pipeline.config import MODEL_KINDS, ModelConfig
 
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
@@ -81,13 +81,10 @@ _CLASSES = dict(zip(MODEL_KINDS, (ConvAutoencoder, LinearAutoencoder), strict=Tr
 
 
 def build_model(kind: str, latent_dim: int) -> nn.Module:
-    """A fresh, randomly initialised model of the given kind ("conv" or "linear")."""
-    try:
-        return _CLASSES[kind](latent_dim)
-    except KeyError:
-        raise ValueError(
-            f"model kind must be one of {sorted(MODEL_KINDS)} (got {kind!r})"
-        ) from None
+    """A fresh, randomly initialised model of the given kind ("conv" or "linear");
+    ModelConfig's ConfigError for anything else."""
+    config = ModelConfig(kind, latent_dim)
+    return _CLASSES[config.kind](config.latent_dim)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from pipeline.tensors import PIXEL_MAX
+
 CACHE_PREFIX = "pca_floors-"
 
 
@@ -35,7 +37,7 @@ class PcaFloors:
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return images.reshape(len(images), -1).astype(np.float64) / PIXEL_MAX
 
 
 def residual_mse(train: np.ndarray, test: np.ndarray) -> list[float]:

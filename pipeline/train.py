@@ -33,6 +33,13 @@ from pipeline.health import (
     judge,
     look,
 )
+from pipeline.tensors import (
+    evaluate,
+    flush_denormals,
+    prepare_model,
+    resolve_device,
+    to_model_input,
+)
 
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 # Restart k of seed s initialises from seed s + k * RESTART_STRIDE. With the next seed
@@ -40,7 +47,6 @@ FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 # train exactly as seed 1 does, and its spread would shrink. TrainConfig keeps seeds
 # under the stride.
 RESTART_STRIDE = MAX_SEED
-EVAL_BATCH = 1000
 # The per-epoch gap compares test MSE with the training MSE of the same weights, measured
 # on this many fixed training images (the first ones): as many as the test set holds, at
 # a sixth of the cost of the whole training set.
@@ -102,9 +108,21 @@ class TrainResult:
     final_train_mse: float = float("nan")
     """Per-sample MSE over the whole training set with the final weights."""
 
+    @property
+    def final(self) -> EpochResult:
+        return self.history[-1]
+
+    @property
+    def best(self) -> EpochResult:
+        return min(self.history, key=lambda r: r.test_mse)
+
+    @property
+    def gap(self) -> float:
+        return self.final.test_mse - self.final_train_mse
+
 
 EpochCallback = Callable[[EpochResult, nn.Module], None]
-StepCallback = Callable[[int], None]
+StepCallback = Callable[[], None]
 RestartCallback = Callable[[Restart], None]
 Checkpoint = dict
 """Everything needed to continue training exactly where it stopped: model, optimiser and
@@ -113,53 +131,6 @@ tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads
 without unpickling code."""
 CheckpointCallback = Callable[[Checkpoint], None]
 CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
-
-
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero on the CPU.
-
-    Gradients through saturated sigmoids and Adam's second moments drift into subnormal
-    floats, which x86 CPUs process many times slower (measured: a small run took 3x as
-    long without this); flushing them changes no logged loss in its first five digits.
-    The setting is per thread and torch's worker threads copy it when they are created,
-    so entry points call this first, before torch runs anything in parallel.
-    """
-    torch.set_flush_denormal(True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" picks CUDA when present, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1] on device, channels_last."""
-    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    return model.to(device=device, memory_format=torch.channels_last)
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Per-sample, per-pixel mean squared error of model(x) against x."""
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        batch = x[i : i + batch_size]
-        total += F.mse_loss(model(batch), batch, reduction="sum").double()
-    return total.item() / x[0].numel() / len(x)
-
-
-def output_spread(model: nn.Module, x: torch.Tensor) -> float:
-    """Largest per-pixel standard deviation of the reconstructions across the batch x."""
-    return look(model, x, 0).output_std
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -194,7 +165,7 @@ class _Attempt:
         self.optimizer.step()
         self.step += 1
         if self.on_step is not None:
-            self.on_step(self.step)
+            self.on_step()
         return loss.detach()
 
     def state(self, history: list[EpochResult], restarts: list[Restart]) -> Checkpoint:
@@ -351,7 +322,7 @@ def fit(
     """Train a model from ``build()`` on data.train, evaluating on data.test every epoch.
 
     First choose_init picks a healthy initialisation (each failed one is reported through
-    on_restart), then training runs once from it. on_step(step) runs after every optimiser
+    on_restart), then training runs once from it. on_step() runs after every optimiser
     step (for example to stop on request). After every epoch on_checkpoint(state) gets the
     state, then on_epoch_end the result; fit(..., resume=state) continues from there with
     the same result as an uninterrupted run (on the CPU, bit for bit).
@@ -396,11 +367,3 @@ def check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:
             f"the checkpoint is of epoch {checkpoint['epoch']}, the last of {cfg.epochs}: "
             "nothing is left to train"
         )
-
-
-@torch.inference_mode()
-def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Reconstructions of uint8 images (n, 28, 28) as float (n, 28, 28) in [0, 1] on the CPU."""
-    model.eval()
-    device = next(model.parameters()).device
-    return model(to_model_input(images, device)).squeeze(1).float().cpu()

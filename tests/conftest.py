@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data import ensure_mnist
-from pipeline.train import flush_denormals
+from pipeline.tensors import flush_denormals
 from tests.browser import ensure_chromium
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

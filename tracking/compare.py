@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -37,8 +36,8 @@ from pipeline.plots import standalone_html as plotly_html
 from pipeline.render import ReportDoc, to_console, to_description, to_html, to_markdown
 from pipeline.report import curves, summarize
 from pipeline.spread import aggregate, recommend
+from pipeline.tensors import reconstruct, to_unit
 from pipeline.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
-from pipeline.train import reconstruct
 from tracking import names
 from tracking.query import RunSet
 from tracking.registry import load_model, set_alias, version_of_run, version_uri
@@ -150,7 +149,7 @@ def build_outputs(
     """Write every artifact of the comparison into out."""
     table = _loss_curves(doc.report, runset)
     drawn = _draw_models(runset.runs, doc.configs, data, registered)
-    originals = data.test.images[sample_indices(data.test.labels)].float().numpy() / 255.0
+    originals = to_unit(data.test.images[sample_indices(data.test.labels)]).numpy()
     tradeoff_png = png_bytes(mse_vs_latent_png(doc.configs, floors))
     loss_png = png_bytes(loss_curves_png(table))
     grid_png = png_bytes(reconstruction_figure(originals, drawn.reconstructions))
@@ -192,7 +191,7 @@ def _ids(frame: pd.DataFrame) -> str:
 
 def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> str:
     """Compare the runs on a new `comparison` run; returns its run id."""
-    name = "comparison-" + datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    name = names.dated_run_name("comparison")
     tags = {
         names.TAG_ROLE: names.ROLE_COMPARISON,
         names.TAG_CODE_VERSION: code_version(),

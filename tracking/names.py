@@ -1,5 +1,7 @@
 """Metric names, tag keys and registry names: the project's vocabulary in MLflow."""
 
+from datetime import datetime
+
 # Per-epoch metrics, always logged with step=epoch.
 TRAIN_MSE = "train_mse"
 TEST_MSE = "test_mse"
@@ -47,14 +49,6 @@ TAG_HOST_THREADS = "host.threads"  # torch's intra-op threads
 TAG_HOST_GPU = "host.gpu"  # CUDA device name, "none" without one
 TAG_TORCH_VERSION = "host.torch_version"
 TAG_MLFLOW_VERSION = "host.mlflow_version"
-HOST_TAGS = (
-    TAG_HOST_CPU,
-    TAG_HOST_ISA,
-    TAG_HOST_THREADS,
-    TAG_HOST_GPU,
-    TAG_TORCH_VERSION,
-    TAG_MLFLOW_VERSION,
-)
 TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
@@ -108,3 +102,8 @@ def run_name(kind: str, latent_dim: int, seed: int) -> str:
     """The run name and registry alias of a configuration trained from a seed, e.g.
     "conv-d100-s1"."""
     return f"{config_name(kind, latent_dim)}-s{seed}"
+
+
+def dated_run_name(prefix: str) -> str:
+    """A sweep's or comparison's run name: "sweep-2026-11-25-231204"."""
+    return f"{prefix}-{datetime.now():%Y-%m-%d-%H%M%S}"

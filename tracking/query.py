@@ -9,7 +9,7 @@ here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import mlflow
 import pandas as pd
@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID, MLFLOW_EXPERIMENT_NAME
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, param_name
 from tracking import names
 from tracking.host import describe
 
@@ -41,44 +41,13 @@ SUMMARY_METRICS = (
     names.SILHOUETTE,
     names.OUTPUT_STD,
 )
-# The one place where MLflow's string parameters get their real types (pandas dtypes;
-# "Int64" keeps a missing value as <NA> instead of turning the column into floats).
+# The one place where MLflow's string parameters get their real types: the training
+# schema's fields as pandas dtypes ("Int64" keeps a missing value as <NA>, not a float).
+DTYPES = {"int": "Int64", "float": "float64", "str": "string", "int | None": "Int64"}
 PARAM_TYPES = {
-    "latent_dim": "Int64",
-    "epochs": "Int64",
-    "lr": "float64",
-    "batch_size": "Int64",
-    "seed": "Int64",
-    "max_restarts": "Int64",
-    "train_limit": "Int64",
-    "test_limit": "Int64",
-    "device_used": "string",
-    "registered_model": "string",  # logged by `mlflow run` (entry point parameter)
+    param_name(f): DTYPES[f.type] for c in (ModelConfig, TrainConfig, DataConfig) for f in fields(c)
 }
-
-
-def training_config(run: Run) -> tuple[ModelConfig, DataConfig, TrainConfig, str]:
-    """The configuration a training run was started with, from its parameters."""
-    params = run.data.params
-
-    def number(key: str, cast=int):
-        return cast(params[key])
-
-    model = ModelConfig(kind=params["model_kind"], latent_dim=number("latent_dim"))
-    data = DataConfig(
-        data_dir=params["data_dir"],
-        train_limit=number("train_limit") or None,  # logged as 0: all images
-        test_limit=number("test_limit") or None,
-    )
-    train = TrainConfig(
-        epochs=number("epochs"),
-        lr=number("lr", float),
-        batch_size=number("batch_size"),
-        seed=number("seed"),
-        device=params["device"],
-        max_restarts=number("max_restarts"),
-    )
-    return model, data, train, params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
+PARAM_TYPES.update(device_used="string", registered_model="string")  # logged by the run
 
 
 class NoRunsError(ConfigError):

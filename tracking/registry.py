@@ -86,25 +86,28 @@ Load with `mlflow.pytorch.load_model(uri)`: it returns the project's `nn.Module`
 `encode` and `decode`. The models are pickled; load them only from a registry you trust."""
 
 
-def log_and_register(
-    model: nn.Module,
-    example: np.ndarray,
-    registered_model: str,
-    alias: str,
-    name: str,
-    description: str,
-    tags: dict,
-) -> Registered:
-    """Log the model to the active run under `name`, register it as a new version of
-    registered_model with `description` (its load URIs are appended), and point `alias`
-    at that version."""
+@dataclass(frozen=True)
+class Registration:
+    """Where a trained model goes: registered model, alias, logged name, description, tags."""
+
+    registered_model: str
+    alias: str
+    name: str
+    description: str
+    tags: dict[str, str]
+
+
+def log_and_register(model: nn.Module, example: np.ndarray, to: Registration) -> Registered:
+    """Log the model to the active run under to.name, register it as a new version of
+    to.registered_model and point to.alias at that version."""
+    registered_model, alias = to.registered_model, to.alias
     note_pickle_format()
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
     info = mlflow.pytorch.log_model(
         model,
-        name=name,
+        name=to.name,
         serialization_format="pickle",
         code_paths=[str(PROJECT_ROOT / "pipeline")],
         signature=infer_signature(example, output),
@@ -114,13 +117,13 @@ def log_and_register(
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in tags.items():
+    for key, value in to.tags.items():
         client.set_model_version_tag(registered_model, version, key, str(value))
     client.set_registered_model_alias(registered_model, alias, version)
     uri = f"models:/{registered_model}@{alias}"
     by_version = version_uri(registered_model, version)
     loading = f'Load it with `mlflow.pytorch.load_model("{uri}")` (or `{by_version}`).'
-    client.update_model_version(registered_model, version, f"{description}\n\n{loading}")
+    client.update_model_version(registered_model, version, f"{to.description}\n\n{loading}")
     describe_registered_model(registered_model)
     return Registered(info.model_id, version, uri)
 

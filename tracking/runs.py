@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
 from mlflow.environment_variables import (
     MLFLOW_EXPERIMENT_ID,
@@ -20,10 +22,13 @@ from mlflow.environment_variables import (
     MLFLOW_RUN_ID,
 )
 
+from pipeline.config import one_line
 from tracking import names
 from tracking.host import host_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+KEEP_KILLED_SECONDS = 60  # how long guard_killed_status guards the KILLED status
+KILLED_REASONS = ("interrupted", "Terminated", "KeyboardInterrupt")  # see tracked_run
 # MLflow announces every start and stop of its system-metrics sampler; its warnings stay.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
@@ -66,7 +71,7 @@ def stop_requested() -> bool:
     return bool(_stop_signal)
 
 
-def stop_if_requested(step: int | None = None) -> None:
+def stop_if_requested() -> None:
     """A safe point (also the training loop's step callback): raise if a stop signal came."""
     if _stop_signal:
         raise _stop_exception()
@@ -84,11 +89,6 @@ def interruptible() -> Iterator[None]:
         _raise_at_once -= 1
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"[:4000]
-
-
 def _finish(run_id: str, status: str, reason: str | None) -> None:
     """Record the reason and end the run; a tracking failure here must not hide the cause.
     The run is always taken off MLflow's stack of active runs, so that MLflow's exit hook
@@ -97,14 +97,14 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
         try:
             MlflowClient().set_tag(run_id, names.TAG_FAILURE, reason)
         except Exception as exc:  # the original exception is re-raised by the caller
-            print(f"warning: could not record why run {run_id} ended: {_one_line(exc)}")
+            print(f"warning: could not record why run {run_id} ended: {one_line(exc)}")
     try:
         mlflow.end_run(status)
     except Exception as exc:
         try:  # once more, on a fresh client
             MlflowClient().set_terminated(run_id, status)
         except Exception:
-            print(f"warning: could not mark run {run_id} {status}: {_one_line(exc)}")
+            print(f"warning: could not mark run {run_id} {status}: {one_line(exc)}")
 
 
 @contextmanager
@@ -131,22 +131,24 @@ def tracked_run(
         stop_if_requested()  # a signal that came while the run was being created
         yield run
     except (KeyboardInterrupt, Terminated) as exc:
-        _finish(run_id, "KILLED", _one_line(exc) if str(exc) else "interrupted (Ctrl-C)")
+        _finish(run_id, "KILLED", one_line(exc) if str(exc) else "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
-        _finish(run_id, "FAILED", _one_line(exc))
+        _finish(run_id, "FAILED", one_line(exc))
         raise
     else:
         mlflow.end_run("FINISHED")
 
 
 def guard_killed_status(run_id: str | None) -> None:
-    """Under `mlflow run`, have the run's KILLED status restored once `mlflow run` has
-    exited (see tracking/keep_killed.py). Does nothing when called directly."""
+    """Under `mlflow run`, keep the run KILLED once `mlflow run` has exited: on Ctrl-C
+    MLflow 3.17 marks it FAILED unless terminated, but compares the status string with
+    integer codes, so it overwrites our KILLED. A detached process (this module's main)
+    waits for `mlflow run` to exit and puts KILLED back. Called directly: nothing."""
     if not run_id:
         return
     subprocess.Popen(
-        [sys.executable, "-m", "tracking.keep_killed", run_id, str(os.getppid())],
+        [sys.executable, "-m", "tracking.runs", run_id, str(os.getppid())],
         cwd=PROJECT_ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -154,15 +156,44 @@ def guard_killed_status(run_id: str | None) -> None:
     )
 
 
+def _restore_killed(run_id: str, pid: int) -> None:
+    """Wait (up to KEEP_KILLED_SECONDS) for process pid, `mlflow run`, to exit, then turn
+    the run back to KILLED if it overwrote that with FAILED."""
+    deadline = time.monotonic() + KEEP_KILLED_SECONDS
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    reason = run.data.tags.get(names.TAG_FAILURE, "")
+    if run.info.status == "FAILED" and reason.startswith(KILLED_REASONS):
+        client.set_terminated(run_id, "KILLED", end_time=run.info.end_time)
+
+
 def fail_pending_run(message: str) -> None:
     """Under `mlflow run` the run exists before our command starts: when input is rejected
     before any work, end that run FAILED with the message. Called directly: nothing to do."""
-    run_id = os.environ.get(MLFLOW_RUN_ID.name)
-    if not run_id:
-        return
+    if MLFLOW_RUN_ID.get():
+        end_if_running(MLFLOW_RUN_ID.get(), "FAILED", message)
+
+
+def end_if_running(run_id: str, status: str, reason: str) -> str:
+    """End a run its process left RUNNING (it died, or was stopped before it could handle
+    the signal) with `status` and the reason; return the run's status."""
     client = MlflowClient()
-    client.set_tag(run_id, names.TAG_FAILURE, message)
-    client.set_terminated(run_id, "FAILED")
+    current = client.get_run(run_id).info.status
+    if current != "RUNNING":
+        return current
+    client.set_tag(run_id, names.TAG_FAILURE, reason)
+    client.set_terminated(run_id, status)
+    return status
+
+
+def end_exited(run_id: str, returncode: int) -> str:
+    """The status of a run whose process has exited; one left RUNNING (the process died)
+    ends FAILED with the reason. A FINISHED run counts whatever the exit code: the
+    training process ends its run FINISHED only once all is recorded."""
+    reason = f"the process exited with code {returncode} before ending its run"
+    return end_if_running(run_id, "FAILED", reason)
 
 
 EXPERIMENT_DESCRIPTION = f"""How an autoencoder's latent size trades compression for \
@@ -267,3 +298,7 @@ def _git(*args: str) -> str:
         ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
+
+
+if __name__ == "__main__":  # RUN_ID PID: see guard_killed_status
+    _restore_killed(sys.argv[1], int(sys.argv[2]))

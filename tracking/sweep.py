@@ -13,30 +13,19 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
 import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.projects.submitted_run import SubmittedRun
 
-from pipeline.config import DataConfig, TrainConfig
+from pipeline.config import DataConfig, ModelConfig, SweepConfig, TrainConfig, to_params
 from pipeline.data import digest_for_limits, ensure_mnist
-from tracking import names
+from tracking import names, runs
 from tracking.registry import note_pickle_format, set_alias
-from tracking.runs import (
-    PROJECT_ROOT,
-    code_version,
-    describe_run,
-    interruptible,
-    log_new_params,
-    stop_if_requested,
-    stop_requested,
-    tracked_run,
-    ui_hint,
-)
 
 POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
@@ -63,38 +52,37 @@ class SweepError(RuntimeError):
     """One or more training steps failed."""
 
 
-def sweep_steps(
-    latent_dims: tuple[int, ...], linear_dim: int, seeds: tuple[int, ...]
-) -> list[Step]:
-    """Every configuration for the first seed, then every one for the next: a sweep
-    stopped early has whole seeds."""
-    configs = [("conv", d) for d in latent_dims] + [("linear", linear_dim)]
-    return [Step(kind, d, seed) for seed in seeds for kind, d in configs]
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep: what it trains, on which data, how, and the registered model it fills."""
+
+    sweep: SweepConfig
+    data: DataConfig
+    train: TrainConfig
+    registered_model: str = names.DEFAULT_REGISTERED_MODEL
+
+    def steps(self) -> list[Step]:
+        """Every configuration for the first seed, then every one for the next: a sweep
+        stopped early has whole seeds."""
+        sweep = self.sweep
+        configs = [("conv", d) for d in sweep.latent_dims] + [("linear", sweep.linear_dim)]
+        return [Step(kind, d, seed) for seed in sweep.seeds for kind, d in configs]
+
+    def step_parameters(self, step: Step) -> dict[str, str]:
+        """The step's entry point parameters, as strings, exactly as MLflow stores them."""
+        model = ModelConfig(step.kind, step.latent_dim)
+        train = replace(self.train, seed=step.seed)
+        params = to_params(model, train, self.data, skip=("model_kind",))
+        params["registered_model"] = self.registered_model
+        return {k: str(v) for k, v in params.items()}
 
 
-def step_parameters(step: Step, data: DataConfig, train: TrainConfig, registered: str) -> dict:
-    """The entry point's parameters, as strings, exactly as MLflow will store them."""
-    params = {
-        "latent_dim": step.latent_dim,
-        "epochs": train.epochs,
-        "lr": train.lr,
-        "batch_size": train.batch_size,
-        "seed": step.seed,
-        "device": train.device,
-        "max_restarts": train.max_restarts,
-        "data_dir": data.data_dir,
-        "train_limit": data.train_limit or 0,
-        "test_limit": data.test_limit or 0,
-        "registered_model": registered,
-    }
-    return {k: str(v) for k, v in params.items()}
-
-
+@dataclass(frozen=True)
 class _Launched:
     """An entry point's process, started by `mlflow.projects.run` without waiting."""
 
-    def __init__(self, label: str, submitted) -> None:
-        self.label, self.submitted = label, submitted
+    label: str
+    submitted: SubmittedRun
 
     @property
     def run_id(self) -> str:
@@ -106,7 +94,7 @@ class _Launched:
 
 def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _Launched:
     submitted = mlflow.projects.run(
-        str(PROJECT_ROOT),
+        str(runs.PROJECT_ROOT),
         entry_point=entry_point,
         parameters=params,
         experiment_id=experiment_id,
@@ -122,9 +110,9 @@ def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
     exit codes. On a stop signal, pass it on (SIGTERM: each ends its run KILLED), wait for
     them, then raise."""
     while True:
-        if stop_requested():
+        if runs.stop_requested():
             _stop_all(running)
-            stop_if_requested()
+            runs.stop_if_requested()
         done = [(launched, code) for launched in running if (code := launched.poll()) is not None]
         if done:
             return done
@@ -142,17 +130,13 @@ def _stop_all(running: list[_Launched]) -> None:
         launched.submitted.cancel()  # SIGTERM to the group; waits for `mlflow run` only
     psutil.wait_procs(processes, timeout=STOP_WAIT_SECONDS)
     for launched in running:  # a step that had not yet set up its signal handling
-        _end_if_running(launched.run_id, "KILLED", "stopped with the sweep before it started")
+        runs.end_if_running(launched.run_id, "KILLED", "stopped with the sweep before it started")
 
 
 def _settle(launched: _Launched, returncode: int) -> bool:
-    """Whether an exited step's run FINISHED. A process that died without ending its run
-    (killed, out of memory) leaves it RUNNING: end it FAILED with the reason, as `mlflow
-    run` does for the runs it waits for. The training process ends its run FINISHED only
-    once everything is recorded and registered, so a FINISHED run counts even if the
-    `mlflow run` around it then exited non-zero (it says so)."""
-    reason = f"the process exited with code {returncode} before ending its run"
-    status = _end_if_running(launched.run_id, "FAILED", reason)
+    """Whether an exited step's run FINISHED (runs.end_exited decides); says so when its
+    `mlflow run` exited non-zero all the same."""
+    status = runs.end_exited(launched.run_id, returncode)
     if status == "FINISHED" and returncode != 0:
         print(
             f"warning: {launched.label}'s run FINISHED, but its `mlflow run` exited with "
@@ -160,18 +144,6 @@ def _settle(launched: _Launched, returncode: int) -> bool:
             flush=True,
         )
     return status == "FINISHED"
-
-
-def _end_if_running(run_id: str, status: str, reason: str) -> str:
-    """End a run its process left RUNNING (it died, or was stopped before it could handle
-    the signal) with `status` and the reason; return the run's status."""
-    client = MlflowClient()
-    current = client.get_run(run_id).info.status
-    if current != "RUNNING":
-        return current
-    client.set_tag(run_id, names.TAG_FAILURE, reason)
-    client.set_terminated(run_id, status)
-    return status
 
 
 def _report_failure(launched: _Launched, returncode: int) -> str:
@@ -241,63 +213,17 @@ def _share_cores(parallel: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
 
 
-def run_sweep(
-    latent_dims: tuple[int, ...],
-    linear_dim: int,
-    seeds: tuple[int, ...],
-    data: DataConfig,
-    train: TrainConfig,
-    registered_model: str,
-    parallel: int = 1,
-    force: bool = False,
-) -> str:
-    """Train every (configuration, seed) as a child run of a dated parent run, `parallel`
-    at a time, taking over matching FINISHED runs unless `force`; returns the parent's
-    run id."""
-    steps = sweep_steps(latent_dims, linear_dim, seeds)
-    version = code_version()
+def run_sweep(request: SweepRequest) -> str:
+    """Train every (configuration, seed) as a child run of a dated parent run,
+    `parallel` at a time, taking over matching FINISHED runs unless `force`; then compare.
+    Returns the parent's run id."""
+    version = runs.code_version()
     tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: version}
-    name = "sweep-" + datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    with tracked_run(name, tags) as parent:
-        log_new_params(
-            {
-                "latent_dims": ",".join(map(str, latent_dims)),
-                "linear_dim": linear_dim,
-                "seeds": ",".join(map(str, seeds)),
-                "parallel": parallel,
-                "force": force,
-            }
-        )
-        describe_run(
-            f"Trains {len(steps)} runs (latent sizes {', '.join(map(str, latent_dims))} and the "
-            f"linear baseline at {linear_dim}, seeds {', '.join(map(str, seeds))}), then "
-            "compares them: the comparison's table and recommendation replace this text."
-        )
-        note_pickle_format()  # once for every step
-        with interruptible():
-            ensure_mnist(data.data_dir)  # fetch once, before the children start
+    with runs.tracked_run(names.dated_run_name("sweep"), tags) as parent:
+        steps = _begin(request)
         experiment_id = parent.info.experiment_id
-        digest = digest_for_limits(data.train_limit, data.test_limit)
-        _share_cores(parallel)
-        _own_environment()
         start = time.perf_counter()
-        pending, running, failed, reused = list(enumerate(steps, 1)), [], [], []
-        while pending or running:
-            while pending and len(running) < parallel:
-                i, step = pending.pop(0)
-                print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
-                params = step_parameters(step, data, train, registered_model)
-                found = not force and reusable_run(step, params, experiment_id, digest, version)
-                if not found:
-                    running.append(_launch(step.entry_point, params, experiment_id, step.name))
-                else:
-                    _reuse(found, step, registered_model)
-                    reused.append(found.info.run_id)
-                    mlflow.set_tag(names.TAG_REUSED_RUNS, ",".join(reused))
-            for launched, code in _wait(running) if running else ():
-                running.remove(launched)
-                if not _settle(launched, code):
-                    failed.append(_report_failure(launched, code))
+        failed = _Steps(request, experiment_id, version).run(steps)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:
@@ -305,17 +231,74 @@ def run_sweep(
                 f"{len(failed)} of {len(steps)} training steps failed: {', '.join(failed)}"
             )
         # Compare whatever finished: the report lists the failed runs as excluded.
-        if len(failed) < len(steps) and not _compare(
-            parent.info.run_id, experiment_id, data, registered_model
-        ):
+        if len(failed) < len(steps) and not _compare(parent.info.run_id, experiment_id, request):
             problems.append("the comparison failed")
-        print(ui_hint(experiment_id), flush=True)
+        print(runs.ui_hint(experiment_id), flush=True)
         if problems:
             raise SweepError("; ".join(problems))
         return parent.info.run_id
 
 
-def _compare(parent_run_id: str, experiment_id: str, data: DataConfig, registered: str) -> bool:
+def _begin(request: SweepRequest) -> list[Step]:
+    """Record the sweep's parameters and plan, fetch MNIST once for every step, and set up
+    the steps' environment. Returns the steps."""
+    sweep, steps = request.sweep, request.steps()
+    runs.log_new_params(to_params(sweep))
+    dims = ", ".join(map(str, sweep.latent_dims))
+    runs.describe_run(
+        f"Trains {len(steps)} runs (latent sizes {dims} and the linear baseline at "
+        f"{sweep.linear_dim}, seeds {', '.join(map(str, sweep.seeds))}), then compares "
+        "them: the comparison's table and recommendation replace this text."
+    )
+    note_pickle_format()  # once for every step
+    with runs.interruptible():
+        ensure_mnist(request.data.data_dir)  # fetch once, before the children start
+    _share_cores(sweep.parallel)
+    _own_environment()
+    return steps
+
+
+@dataclass
+class _Steps:
+    """The steps of one sweep, run `parallel` at a time."""
+
+    request: SweepRequest
+    experiment_id: str
+    version: str
+    reused: list[str] = field(default_factory=list)
+
+    def run(self, steps: list[Step]) -> list[str]:
+        """Run (or reuse) every step; returns the failed ones, each with its reason."""
+        pending, running, failed = list(enumerate(steps, 1)), [], []
+        while pending or running:
+            while pending and len(running) < self.request.sweep.parallel:
+                i, step = pending.pop(0)
+                print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
+                launched = self.start(step)
+                running += [launched] if launched else []
+            for launched, code in _wait(running) if running else ():
+                running.remove(launched)
+                if not _settle(launched, code):
+                    failed.append(_report_failure(launched, code))
+        return failed
+
+    def start(self, step: Step) -> _Launched | None:
+        """Launch the step, or take over its matching FINISHED run (then None)."""
+        request = self.request
+        params = request.step_parameters(step)
+        digest = digest_for_limits(request.data.train_limit, request.data.test_limit)
+        found = not request.sweep.force and reusable_run(
+            step, params, self.experiment_id, digest, self.version
+        )
+        if not found:
+            return _launch(step.entry_point, params, self.experiment_id, step.name)
+        _reuse(found, step, request.registered_model)
+        self.reused.append(found.info.run_id)
+        mlflow.set_tag(names.TAG_REUSED_RUNS, ",".join(self.reused))
+        return None
+
+
+def _compare(parent_run_id: str, experiment_id: str, request: SweepRequest) -> bool:
     """The `compare` entry point on this sweep's runs; returns whether it succeeded.
 
     Run through `mlflow run` like the training steps rather than called in-process: the
@@ -324,8 +307,8 @@ def _compare(parent_run_id: str, experiment_id: str, data: DataConfig, registere
     print("\n=== compare ===", flush=True)
     params = {
         "parent_run_id": parent_run_id,
-        "registered_model": registered,
-        "data_dir": str(data.data_dir),
+        "registered_model": request.registered_model,
+        "data_dir": str(request.data.data_dir),
     }
     launched = _launch("compare", params, experiment_id, "compare")
     ((_, code),) = _wait([launched])

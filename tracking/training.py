@@ -6,7 +6,10 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -17,12 +20,20 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.exceptions import MlflowException
 from torch import nn
 
-from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from pipeline.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    from_params,
+    to_params,
+)
 from pipeline.data import Mnist, load_mnist
-from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE
+from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
 from pipeline.images import reconstruction_grid, sample_indices
 from pipeline.latent import encode_all, latent_quality
 from pipeline.models import build_model, count_params
+from pipeline.tensors import reconstruct, resolve_device, to_model_input, to_unit
 from pipeline.train import (
     RESTART_STRIDE,
     Checkpoint,
@@ -31,34 +42,70 @@ from pipeline.train import (
     TrainResult,
     check_resumable,
     fit,
-    output_spread,
-    reconstruct,
-    resolve_device,
-    to_model_input,
 )
-from tracking import names
-from tracking.query import get_run, training_config
-from tracking.registry import log_and_register
-from tracking.runs import (
-    append_tag_line,
-    code_version,
-    describe_run,
-    interruptible,
-    log_new_params,
-    stop_if_requested,
-    tracked_run,
-)
+from tracking import names, runs
+from tracking.query import get_run
+from tracking.registry import Registered, Registration, log_and_register
 
 CHECKPOINT_PATH = f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}"
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """One training run: what it trains, the registered model its model goes to, and
+    (to continue a stopped run) the run and its last checkpoint."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    registered_model: str = names.DEFAULT_REGISTERED_MODEL
+    resume_run_id: str | None = None
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def alias(self) -> str:
+        return names.run_name(self.model.kind, self.model.latent_dim, self.train.seed)
+
+    @cached_property
+    def tags(self) -> dict[str, str]:
+        return {
+            names.TAG_KIND: self.model.kind,
+            names.TAG_LATENT: str(self.model.latent_dim),
+            names.TAG_CODE_VERSION: runs.code_version(),
+            names.TAG_ROLE: names.ROLE_TRAIN,
+        }
+
+    def params(self) -> dict[str, object]:
+        """Everything that defines the run, as logged."""
+        return {
+            **to_params(self.model, self.train, self.data),
+            "registered_model": self.registered_model,
+            "device_used": str(resolve_device(self.train.device)),
+        }
+
+
+class TrackingTimer:
+    """Seconds spent in tracking calls: the run's tracking_seconds, the overhead figure."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 class EpochLogger:
     """on_epoch_end callback: the epoch's metrics and a reconstruction image, at step=epoch."""
 
-    def __init__(self, samples: torch.Tensor) -> None:
+    def __init__(self, samples: torch.Tensor, timer: TrackingTimer) -> None:
         self.samples = samples
-        self.originals = samples.float().numpy() / 255.0
-        self.seconds = 0.0  # time spent logging, for the tracking-overhead figure
+        self.originals = to_unit(samples).numpy()
+        self.timer = timer
 
     def image(self, model: nn.Module) -> np.ndarray:
         return reconstruction_grid([self.originals, reconstruct(model, self.samples).numpy()])
@@ -74,10 +121,9 @@ class EpochLogger:
         }
 
     def __call__(self, result: EpochResult, model: nn.Module) -> None:
-        start = time.perf_counter()
-        mlflow.log_metrics(self.metrics(result), step=result.epoch)
-        mlflow.log_image(self.image(model), key=names.RECONSTRUCTION_KEY, step=result.epoch)
-        self.seconds += time.perf_counter() - start
+        with self.timer.timing():
+            mlflow.log_metrics(self.metrics(result), step=result.epoch)
+            mlflow.log_image(self.image(model), key=names.RECONSTRUCTION_KEY, step=result.epoch)
 
 
 def record_restart(event: Restart) -> None:
@@ -87,18 +133,8 @@ def record_restart(event: Restart) -> None:
         f"{event.output_std:.1e}, probe MSE {event.loss:.4f}, {event.black_ratio:.2f}x the "
         f"all-black output's); restarted with seed {event.seed + RESTART_STRIDE}"
     )
-    append_tag_line(names.TAG_RESTART_LOG, line)
+    runs.append_tag_line(names.TAG_RESTART_LOG, line)
     mlflow.log_metric(names.RESTARTS, event.attempt + 1, step=event.attempt + 1)
-
-
-def run_params(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, object]:
-    """Everything that defines a training run, as logged: limits of None are logged as 0
-    (all images), the convention of the command line."""
-    params = {"model_kind": model.kind, "latent_dim": model.latent_dim, **asdict(train)}
-    params.update(
-        data_dir=data.data_dir, train_limit=data.train_limit or 0, test_limit=data.test_limit or 0
-    )
-    return params
 
 
 TRAINING, TESTING = "training", "testing"  # the datasets' contexts
@@ -125,18 +161,15 @@ def _log_summary(
 ) -> None:
     """The run's summary metrics, linked to its logged model (the Models tab's columns),
     and each measured on a split to that split's dataset."""
-    final = result.history[-1]
-    best = min(result.history, key=lambda r: r.test_mse)
     counts = count_params(result.model)
     on_test = {
-        names.FINAL_TEST_MSE: final.test_mse,
-        names.BEST_TEST_MSE: best.test_mse,
-        names.GAP: final.test_mse - result.final_train_mse,
+        names.FINAL_TEST_MSE: result.final.test_mse,
+        names.BEST_TEST_MSE: result.best.test_mse,
+        names.GAP: result.gap,
         **quality,
     }
-    on_train = {names.FINAL_TRAIN_MSE: result.final_train_mse}
     other = {
-        names.BEST_EPOCH: best.epoch,
+        names.BEST_EPOCH: result.best.epoch,
         names.PARAMS_TOTAL: counts.total,
         names.PARAMS_ENCODER: counts.encoder,
         names.PARAMS_DECODER: counts.decoder,
@@ -145,6 +178,7 @@ def _log_summary(
         names.RESTARTS_CONSTANT: sum(r.reason == CONSTANT for r in result.restarts),
         names.RESTARTS_PLATEAU: sum(r.reason == PLATEAU for r in result.restarts),
     }
+    on_train = {names.FINAL_TRAIN_MSE: result.final_train_mse}
     mlflow.log_metrics(on_test, model_id=model_id, dataset=datasets[TESTING])
     mlflow.log_metrics(on_train, model_id=model_id, dataset=datasets[TRAINING])
     mlflow.log_metrics(other, model_id=model_id)
@@ -155,7 +189,7 @@ def _latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> dict
     """kNN accuracy and silhouette of the final model's codes, the spread of its outputs
     (collapse), and what they cost, as summary metrics."""
     start = time.perf_counter()
-    with interruptible():
+    with runs.interruptible():
         spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
         train_codes, test_codes = (
             encode_all(model, s.images, device) for s in (data.train, data.test)
@@ -181,22 +215,20 @@ def _restarts_line(result: TrainResult) -> str:
     )
 
 
-def describe_training(
-    alias: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Mnist, result: TrainResult
-) -> str:
+def describe_training(request: TrainingRequest, data: Mnist, result: TrainResult) -> str:
     """The training run's Description (Markdown): what it trained and how it ended."""
-    final, best = result.history[-1], min(result.history, key=lambda r: r.test_mse)
-    kind = "Convolutional" if model_cfg.kind == "conv" else "Linear (bias-free, PCA-like)"
+    model, train = request.model, request.train
+    kind = "Convolutional" if model.kind == "conv" else "Linear (bias-free, PCA-like)"
     return "\n".join(
         [
-            f"**{alias}**: {kind} autoencoder with a {model_cfg.latent_dim}-number code, "
-            f"trained for {train_cfg.epochs} epochs from seed {train_cfg.seed} on "
+            f"**{request.alias}**: {kind} autoencoder with a {model.latent_dim}-number code, "
+            f"trained for {train.epochs} epochs from seed {train.seed} on "
             f"{len(data.train.labels):,} MNIST training images, tested on "
             f"{len(data.test.labels):,}.",
             "",
-            f"- Final test MSE **{final.test_mse:.5f}**; training MSE "
-            f"{result.final_train_mse:.5f} (gap {final.test_mse - result.final_train_mse:+.5f}).",
-            f"- Best test MSE {best.test_mse:.5f}, at epoch {best.epoch}.",
+            f"- Final test MSE **{result.final.test_mse:.5f}**; training MSE "
+            f"{result.final_train_mse:.5f} (gap {result.gap:+.5f}).",
+            f"- Best test MSE {result.best.test_mse:.5f}, at epoch {result.best.epoch}.",
             _restarts_line(result),
         ]
     )
@@ -206,21 +238,9 @@ class ResumeError(ConfigError):
     """A run cannot be resumed; the message says why."""
 
 
-@dataclass(frozen=True)
-class Resume:
-    """A stopped training run to continue, its configuration and its last checkpoint."""
-
-    run_id: str
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-    registered_model: str
-    checkpoint: Checkpoint
-
-
-def prepare_resume(run_id: str) -> Resume:
-    """Read a stopped training run and its checkpoint, or raise ResumeError saying why not."""
-    client = MlflowClient()
+def prepare_resume(run_id: str) -> TrainingRequest:
+    """A stopped training run's request, with its checkpoint to continue from, or
+    ResumeError saying why it cannot be resumed."""
     run = get_run(run_id)
     label = f"run {run_id} ({run.info.run_name})"
     if run.data.tags.get(names.TAG_ROLE) != names.ROLE_TRAIN:
@@ -229,19 +249,22 @@ def prepare_resume(run_id: str) -> Resume:
         raise ResumeError(f"{label} has FINISHED: nothing to resume")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
+            path = MlflowClient().download_artifacts(run_id, CHECKPOINT_PATH, tmp)
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (MlflowException, OSError):
         raise ResumeError(
             f"{label} has no checkpoint ({CHECKPOINT_PATH}): it stopped before its first "
             "epoch was recorded; train it again instead"
         ) from None
-    model, data, train, registered = training_config(run)
+    params = run.data.params
+    train = from_params(TrainConfig, params)
     try:
         check_resumable(state, train)
     except ValueError as exc:
         raise ResumeError(f"{label}: {exc}") from None
-    return Resume(run_id, model, data, train, registered, state)
+    registered = params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
+    model, data = from_params(ModelConfig, params), from_params(DataConfig, params)
+    return TrainingRequest(model, data, train, registered, run_id, state)
 
 
 class CheckpointSaver:
@@ -249,18 +272,17 @@ class CheckpointSaver:
     replaced every epoch (written before the epoch's metrics, so that every recorded
     epoch can be resumed from)."""
 
-    def __init__(self, logger: EpochLogger, epoch: int = 0) -> None:
-        self.logger = logger
+    def __init__(self, timer: TrackingTimer, epoch: int = 0) -> None:
+        self.timer = timer
         self.folder = tempfile.TemporaryDirectory()
         self.epoch = epoch  # of the last checkpoint stored
 
     def __call__(self, state: Checkpoint) -> None:
-        start = time.perf_counter()
-        path = Path(self.folder.name) / names.CHECKPOINT_FILE
-        torch.save(state, path)
-        mlflow.log_artifact(str(path), names.CHECKPOINT_DIR)
-        self.epoch = state["epoch"]
-        self.logger.seconds += time.perf_counter() - start
+        with self.timer.timing():
+            path = Path(self.folder.name) / names.CHECKPOINT_FILE
+            torch.save(state, path)
+            mlflow.log_artifact(str(path), names.CHECKPOINT_DIR)
+            self.epoch = state["epoch"]
 
     def hint(self, run_id: str, kind: str) -> str:
         if not self.epoch:
@@ -272,127 +294,124 @@ class CheckpointSaver:
         )
 
 
-def _log_missing_epochs(run_id: str, resume: Resume, logger: EpochLogger) -> None:
+def _log_missing_epochs(
+    run_id: str, checkpoint: Checkpoint, logger: EpochLogger, model: nn.Module
+) -> None:
     """Record the checkpoint's epochs that the run lacks: the checkpoint is written before
     an epoch's metrics, so a run stopped in between lacks its last epoch."""
     logged = {m.step for m in MlflowClient().get_metric_history(run_id, names.TEST_MSE)}
-    missing = [r for r in resume.checkpoint["history"] if r["epoch"] not in logged]
+    missing = [r for r in checkpoint["history"] if r["epoch"] not in logged]
     if not missing:
         return
-    model = build_model(resume.model.kind, resume.model.latent_dim)
-    model.load_state_dict(resume.checkpoint["model"])  # the state after the last of them
+    model.load_state_dict(checkpoint["model"])  # the state after the last of them
     for record in missing:
         mlflow.log_metrics(EpochLogger.metrics(EpochResult(**record)), step=record["epoch"])
     last = missing[-1]["epoch"]
     mlflow.log_image(logger.image(model), key=names.RECONSTRUCTION_KEY, step=last)
 
 
-def train_tracked(
-    model_cfg: ModelConfig,
-    data_cfg: DataConfig,
-    train_cfg: TrainConfig,
-    registered_model: str = names.DEFAULT_REGISTERED_MODEL,
-    resume: Resume | None = None,
-) -> str:
-    """Train one configuration in an MLflow run and register the model; with `resume`, in
-    the stopped run, from its checkpoint. Returns the training run's id."""
-    alias = names.run_name(model_cfg.kind, model_cfg.latent_dim, train_cfg.seed)
-    tags = {
-        names.TAG_KIND: model_cfg.kind,
-        names.TAG_LATENT: str(model_cfg.latent_dim),
-        names.TAG_CODE_VERSION: code_version(),
-        names.TAG_ROLE: names.ROLE_TRAIN,
-    }
-    args = (alias, model_cfg, data_cfg, train_cfg, registered_model, resume)
-    if resume is None:
-        with tracked_run(alias, tags, system_metrics=True) as run:
-            return _train_in_run(run, tags, *args)
+def train_tracked(request: TrainingRequest) -> str:
+    """Train one configuration in an MLflow run and register the model; with
+    request.resume_run_id, in that stopped run, from its checkpoint. Returns the run's id."""
+    tags, resumed = request.tags, request.resume_run_id
+    if resumed is None:
+        with runs.tracked_run(request.alias, tags, system_metrics=True) as run:
+            return _train_in_run(run.info.run_id, request)
     if MLFLOW_RUN_ID.get():  # `mlflow run` made a new run: it records the resume
-        record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resume.run_id}
+        record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resumed}
         with (
-            tracked_run(f"resume-{alias}", record),
-            tracked_run(None, tags, nested=True, run_id=resume.run_id, system_metrics=True) as run,
+            runs.tracked_run(f"resume-{request.alias}", record),
+            runs.tracked_run(None, tags, nested=True, run_id=resumed, system_metrics=True),
         ):
-            return _train_in_run(run, tags, *args)
-    with tracked_run(None, tags, run_id=resume.run_id, system_metrics=True) as run:
-        return _train_in_run(run, tags, *args)
+            return _train_in_run(resumed, request)
+    with runs.tracked_run(None, tags, run_id=resumed, system_metrics=True):
+        return _train_in_run(resumed, request)
 
 
-def _train_in_run(
-    run: mlflow.ActiveRun,
-    tags: dict[str, str],
-    alias: str,
-    model_cfg: ModelConfig,
-    data_cfg: DataConfig,
-    train_cfg: TrainConfig,
-    registered_model: str,
-    resume: Resume | None,
-) -> str:
-    run_id = run.info.run_id
-    log_new_params(
-        {
-            **run_params(model_cfg, data_cfg, train_cfg),
-            "registered_model": registered_model,
-            "device_used": str(resolve_device(train_cfg.device)),
-        }
-    )
-    action = f"resuming after epoch {resume.checkpoint['epoch']}" if resume else "training"
-    what = f"{model_cfg.kind} autoencoder, latent {model_cfg.latent_dim}, {train_cfg.epochs} epochs"
-    print(f"run {run_id} ({alias}): {action} {what}")
-    describe_run(f"**{alias}**: {action} a {what}, seed {train_cfg.seed}. A summary follows.")
-    with interruptible():
-        data = load_mnist(data_cfg.data_dir, data_cfg.train_limit, data_cfg.test_limit)
-    logger = EpochLogger(data.test.images[sample_indices(data.test.labels)])
+def _train_in_run(run_id: str, request: TrainingRequest) -> str:
+    timer = TrackingTimer()
+    data, logger, datasets, prior_seconds = _start(run_id, request, timer)
     start = time.perf_counter()
-    prior_seconds = 0.0
-    datasets = _datasets(data)
-    if resume is None:
-        for context, dataset in datasets.items():
-            mlflow.log_input(dataset, context=context)
-    else:
-        _log_missing_epochs(run_id, resume, logger)
-        append_tag_line(names.TAG_RESUMED, f"after epoch {resume.checkpoint['epoch']}")
-        prior_seconds = sum(r["seconds"] for r in resume.checkpoint["history"])
-    logger.seconds += time.perf_counter() - start
-    start = time.perf_counter()
-    saver = CheckpointSaver(logger, resume.checkpoint["epoch"] if resume else 0)
-    try:
-        result = fit(
-            lambda: build_model(model_cfg.kind, model_cfg.latent_dim),
-            data,
-            train_cfg,
-            on_epoch_end=logger,
-            on_restart=record_restart,
-            on_step=stop_if_requested,
-            on_checkpoint=saver,
-            resume=resume.checkpoint if resume else None,
-        )
-    except BaseException:
-        print(saver.hint(run_id, model_cfg.kind), file=sys.stderr, flush=True)
-        raise
-    stop_if_requested()
+    result = _fit(run_id, request, data, logger)
     seconds = prior_seconds + time.perf_counter() - start
-    quality = _latent_quality(result.model, data, resolve_device(train_cfg.device))
-    stop_if_requested()  # the last point at which the run can still end KILLED
-    start = time.perf_counter()
-    mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
-    description = describe_training(alias, model_cfg, train_cfg, data, result)
-    registered = log_and_register(
-        result.model,
-        (data.test.images[:2].unsqueeze(1).float() / 255.0).numpy(),
-        registered_model,
-        alias,
-        name=names.config_name(model_cfg.kind, model_cfg.latent_dim),
-        description=description,
-        tags={**tags, "run_id": run_id},
-    )
-    _log_summary(result, quality, seconds, registered.model_id, datasets)
-    registration = f"Registered as version {registered.version}: `{registered.uri}`."
-    describe_run(f"{description}\n\n{registration}")
-    mlflow.set_tag(names.TAG_REGISTERED_VERSION, registered.version)
-    mlflow.log_metric(names.TRACKING_SECONDS, logger.seconds + time.perf_counter() - start)
+    quality = _latent_quality(result.model, data, resolve_device(request.train.device))
+    runs.stop_if_requested()  # the last point at which the run can still end KILLED
+    with timer.timing():
+        registered, description = _register(run_id, request, data, result, logger)
+        _log_summary(result, quality, seconds, registered.model_id, datasets)
+        registration = f"Registered as version {registered.version}: `{registered.uri}`."
+        runs.describe_run(f"{description}\n\n{registration}")
+        mlflow.set_tag(names.TAG_REGISTERED_VERSION, registered.version)
+    mlflow.log_metric(names.TRACKING_SECONDS, timer.seconds)
     print(
-        f"registered {registered_model} version {registered.version} as {registered.uri}; "
-        f"test MSE {result.history[-1].test_mse:.5f}"
+        f"registered {request.registered_model} version {registered.version} as "
+        f"{registered.uri}; test MSE {result.history[-1].test_mse:.5f}"
     )
     return run_id
+
+
+def _start(run_id: str, request: TrainingRequest, timer: TrackingTimer) -> tuple:
+    """Log the run's parameters and datasets (or, resuming, the epochs it lacks) and load
+    the data. Returns the data, the epoch logger, the datasets and the seconds of training
+    the run already had."""
+    model, train, checkpoint = request.model, request.train, request.checkpoint
+    runs.log_new_params(request.params())
+    action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
+    what = f"{model.kind} autoencoder, latent {model.latent_dim}, {train.epochs} epochs"
+    print(f"run {run_id} ({request.alias}): {action} {what}")
+    runs.describe_run(
+        f"**{request.alias}**: {action} a {what}, seed {train.seed}. A summary follows."
+    )
+    with runs.interruptible():
+        data = load_mnist(request.data.data_dir, request.data.train_limit, request.data.test_limit)
+    logger = EpochLogger(data.test.images[sample_indices(data.test.labels)], timer)
+    with timer.timing():
+        datasets = _datasets(data)
+        if checkpoint is None:
+            for context, dataset in datasets.items():
+                mlflow.log_input(dataset, context=context)
+            return data, logger, datasets, 0.0
+        _log_missing_epochs(run_id, checkpoint, logger, build_model(model.kind, model.latent_dim))
+        runs.append_tag_line(names.TAG_RESUMED, f"after epoch {checkpoint['epoch']}")
+    return data, logger, datasets, sum(r["seconds"] for r in checkpoint["history"])
+
+
+def _fit(run_id: str, request: TrainingRequest, data: Mnist, logger: EpochLogger) -> TrainResult:
+    """The pipeline's training loop, with the run's callbacks; on any stop, a hint on
+    how to continue the run."""
+    model, checkpoint = request.model, request.checkpoint
+    saver = CheckpointSaver(logger.timer, checkpoint["epoch"] if checkpoint else 0)
+    try:
+        result = fit(
+            lambda: build_model(model.kind, model.latent_dim),
+            data,
+            request.train,
+            on_epoch_end=logger,
+            on_restart=record_restart,
+            on_step=runs.stop_if_requested,
+            on_checkpoint=saver,
+            resume=checkpoint,
+        )
+        runs.stop_if_requested()
+    except BaseException:
+        print(saver.hint(run_id, model.kind), file=sys.stderr, flush=True)
+        raise
+    return result
+
+
+def _register(
+    run_id: str, request: TrainingRequest, data: Mnist, result: TrainResult, logger: EpochLogger
+) -> tuple[Registered, str]:
+    """The final reconstructions, then the model logged and registered; returns the
+    registration and the run's description."""
+    mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
+    description = describe_training(request, data, result)
+    registration = Registration(
+        request.registered_model,
+        request.alias,
+        name=names.config_name(request.model.kind, request.model.latent_dim),
+        description=description,
+        tags={**request.tags, "run_id": run_id},
+    )
+    example = to_unit(data.test.images[:2].unsqueeze(1)).numpy()
+    return log_and_register(result.model, example, registration), description

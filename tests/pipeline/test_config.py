@@ -4,9 +4,9 @@ from pipeline.config import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    SweepConfig,
     TrainConfig,
-    parse_latent_dims,
-    parse_seeds,
+    from_params,
 )
 
 
@@ -43,32 +43,36 @@ def test_defaults_are_the_exercise_settings():
     assert (cfg.epochs, cfg.lr, cfg.batch_size) == (10, 1e-3, 128)
 
 
+def sweep(**params: str) -> SweepConfig:
+    return from_params(SweepConfig, params)
+
+
 @pytest.mark.parametrize("text", ["3,10,100,250", " 3, 10 ,100,250 "])
 def test_latent_list_parses(text):
-    assert parse_latent_dims(text) == (3, 10, 100, 250)
+    assert sweep(latent_dims=text).latent_dims == (3, 10, 100, 250)
 
 
 @pytest.mark.parametrize("text", ["", "3,,10", "3;10", "a,b", "3,0", "3,-1", "2.5"])
 def test_unparsable_latent_list_is_rejected(text):
     with pytest.raises(ConfigError, match="latent_dims must be"):
-        parse_latent_dims(text)
+        sweep(latent_dims=text)
 
 
 def test_seed_list_parses_and_allows_zero():
-    assert parse_seeds("0") == (0,) and parse_seeds("0, 1,2") == (0, 1, 2)
+    assert sweep(seeds="0").seeds == (0,) and sweep(seeds="0, 1,2").seeds == (0, 1, 2)
 
 
 @pytest.mark.parametrize(
-    ("parse", "text", "message"),
+    ("name", "text", "message"),
     [
-        (parse_seeds, "0,-1", "seeds must be a comma-separated list of integers >= 0"),
-        (parse_seeds, "", "seeds must be a comma-separated list"),
-        (parse_seeds, "0,1,1", "seeds must not repeat a value (1 given twice in '0,1,1')"),
-        (parse_seeds, "0,10000", "seeds must be under 10000 (got 10000)"),
-        (parse_latent_dims, "3,3,10,10", "latent_dims must not repeat a value (3, 10 given"),
+        ("seeds", "0,-1", "seeds must be a comma-separated list of integers >= 0"),
+        ("seeds", "", "seeds must be a comma-separated list"),
+        ("seeds", "0,1,1", "seeds must not repeat a value (1 given twice in '0,1,1')"),
+        ("seeds", "0,10000", "seeds must be under 10000 (got 10000)"),
+        ("latent_dims", "3,3,10,10", "latent_dims must not repeat a value (3, 10 given"),
     ],
 )
-def test_bad_lists_are_named(parse, text, message):
+def test_bad_lists_are_named(name, text, message):
     with pytest.raises(ConfigError) as info:
-        parse(text)
+        sweep(**{name: text})
     assert str(info.value).startswith(message)

@@ -4,18 +4,17 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainConfig
 from pipeline.data import load_mnist
-from pipeline.health import CONSTANT, CONSTANT_STD, HEALTH_WINDOW, PLATEAU, PLATEAU_RATIO
-from pipeline.models import ConvAutoencoder, build_model
-from pipeline.train import (
-    RESTART_STRIDE,
-    CollapseError,
-    NonFiniteLossError,
-    evaluate,
-    fit,
+from pipeline.health import (
+    CONSTANT,
+    CONSTANT_STD,
+    HEALTH_WINDOW,
+    PLATEAU,
+    PLATEAU_RATIO,
     output_spread,
-    reconstruct,
-    to_model_input,
 )
+from pipeline.models import ConvAutoencoder, build_model
+from pipeline.tensors import evaluate, reconstruct, to_model_input
+from pipeline.train import RESTART_STRIDE, CollapseError, NonFiniteLossError, fit
 
 
 @pytest.fixture(scope="module")

@@ -255,7 +255,7 @@ def test_no_runs_is_a_clear_error(store, mnist_dir, monkeypatch, capsys):
 
 
 def test_without_a_d3_run_the_projections_still_come_out(store, mnist_dir, tmp_path):
-    trained = store.cli("train", "--kind", "linear", "--latent-dim", "4", *small(mnist_dir))
+    trained = store.cli("train", "--model-kind", "linear", "--latent-dim", "4", *small(mnist_dir))
     assert trained.returncode == 0, trained.stderr[-3000:]
     result = store.cli("compare", "--all-finished", "--data-dir", str(mnist_dir))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,63 @@
+"""Tensor helpers shared by training, evaluation, the latent metrics and the tracking
+layer: devices, the model's input format, and evaluation in batches."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EVAL_BATCH = 1000
+PIXEL_MAX = 255.0  # MNIST's uint8 white
+
+
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero on the CPU. Gradients through saturated sigmoids and
+    Adam's second moments drift into them, which x86 CPUs process many times slower (a
+    small run took 3x as long); flushing changes no logged loss in its first five digits.
+    The setting is per thread and torch's worker threads copy it when they are created,
+    so entry points call this first, before torch runs anything in parallel."""
+    torch.set_flush_denormal(True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks CUDA when present, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images as float in [0, 1], same shape."""
+    return images.float().div_(PIXEL_MAX)
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1] on device, channels_last."""
+    x = to_unit(images.to(device, non_blocking=True).unsqueeze(1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """Per-sample, per-pixel mean squared error of model(x) against x."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size]
+        total += F.mse_loss(model(batch), batch, reduction="sum").double()
+    return total.item() / x[0].numel() / len(x)
+
+
+@torch.inference_mode()
+def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Reconstructions of uint8 images (n, 28, 28) as float (n, 28, 28) in [0, 1] on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    return model(to_model_input(images, device)).squeeze(1).float().cpu()
