@@ -196,6 +196,24 @@ def end_exited(run_id: str, returncode: int) -> str:
     return end_if_running(run_id, "FAILED", reason)
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def fail_unstarted(experiment_id: str, entry_point: str, since_ms: int, exc: Exception) -> None:
+    """End FAILED the run that `mlflow.projects.run` made (since since_ms) for an entry
+    point of the active run before its process failed to start."""
+    parent = mlflow.active_run().info.run_id
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and attributes.start_time >= {since_ms} "
+        f"and tags.`{names.TAG_PARENT_RUN}` = '{parent}' "
+        f"and tags.`{names.TAG_ENTRY_POINT}` = '{entry_point}'",
+    )
+    for run in found:
+        end_if_running(run.info.run_id, "FAILED", f"its process did not start: {one_line(exc)}")
+
+
 EXPERIMENT_DESCRIPTION = f"""How an autoencoder's latent size trades compression for \
 reconstruction quality on MNIST.
 

@@ -93,15 +93,20 @@ class _Launched:
 
 
 def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _Launched:
-    submitted = mlflow.projects.run(
-        str(runs.PROJECT_ROOT),
-        entry_point=entry_point,
-        parameters=params,
-        experiment_id=experiment_id,
-        run_name=label if entry_point != "compare" else None,
-        env_manager="local",  # not inherited from the outer `mlflow run`
-        synchronous=False,  # waited for by _wait, which passes a stop signal on
-    )
+    started = runs.now_ms()
+    try:
+        submitted = mlflow.projects.run(
+            str(runs.PROJECT_ROOT),
+            entry_point=entry_point,
+            parameters=params,
+            experiment_id=experiment_id,
+            run_name=label if entry_point != "compare" else None,
+            env_manager="local",  # not inherited from the outer `mlflow run`
+            synchronous=False,  # waited for by _wait, which passes a stop signal on
+        )
+    except Exception as exc:  # its process did not start: no run may stay RUNNING
+        runs.fail_unstarted(experiment_id, entry_point, started, exc)
+        raise
     return _Launched(label, submitted)
 
 
