@@ -1,12 +1,14 @@
 import pytest
 
 from pipeline.config import (
+    CompareConfig,
     ConfigError,
     DataConfig,
     ModelConfig,
     SweepConfig,
     TrainConfig,
     from_params,
+    to_params,
 )
 
 
@@ -76,3 +78,25 @@ def test_bad_lists_are_named(name, text, message):
     with pytest.raises(ConfigError) as info:
         sweep(**{name: text})
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig("linear", 7),
+        DataConfig("/tmp/x", train_limit=None, test_limit=50),
+        TrainConfig(epochs=3, lr=0.0005, batch_size=64, seed=9, device="cpu", max_restarts=0),
+        SweepConfig((3, 10), 4, (0, 2), parallel=2, force=True),
+        CompareConfig(margin=0.1, data_dir="d"),
+    ],
+)
+def test_parameters_read_back_to_the_same_config(config):
+    """What a run logs (to_params, as MLflow stores it: text) reads back unchanged."""
+    params = {k: str(v) for k, v in to_params(config).items()}
+    assert from_params(type(config), params) == config
+
+
+def test_all_images_is_zero_as_a_parameter_and_none_inside():
+    assert to_params(DataConfig())["train_limit"] == 0
+    assert from_params(DataConfig, {"train_limit": "0"}).train_limit is None
+    assert to_params(ModelConfig(), skip=("model_kind",)) == {"latent_dim": 100}

@@ -1,11 +1,15 @@
 """Bad input: one line naming the parameter, a non-zero exit, and no work done."""
 
+from dataclasses import fields
+
 import pytest
 import torch
+import yaml
 
-from tests.tracking.conftest import small_args
+from pipeline.config import DEFAULT_LATENT, param_name, to_param
+from tests.tracking.conftest import REPO_ROOT, small_args
 from tracking import names
-from tracking.cli import main
+from tracking.cli import COMMANDS, main
 
 BAD_INPUT = [
     (["train", "--latent-dim", "0"], "latent_dim must be a positive integer"),
@@ -81,3 +85,51 @@ def test_bad_input_under_mlflow_run_ends_that_run_failed(store, mnist_dir):
     assert run.info.status == "FAILED"
     assert "latent_dim must be a positive integer" in run.data.tags[names.TAG_FAILURE]
     assert names.TEST_MSE not in run.data.metrics  # no training happened
+
+
+# MLproject's entry points: the command each runs, and the parameters its command fixes.
+ENTRY_POINTS = {
+    "train": ("train", {"model_kind": "conv"}),
+    "train_linear": ("train", {"model_kind": "linear"}),
+    "main": ("sweep", {}),
+    "compare": ("compare", {}),
+}
+MLPROJECT_TYPES = {"int": "int", "float": "float", "str": "string", "bool": "string"}
+
+
+def schema_parameters(command: str, fixed: dict) -> dict[str, tuple[str, str]]:
+    """An entry point's parameters as the command's schema defines them: name -> (MLproject
+    type, default as text)."""
+    found = {}
+    for schema in COMMANDS[command].schema:
+        for f in fields(schema):
+            name = param_name(f)
+            if name in fixed or name in COMMANDS[command].skip:
+                continue
+            kind = "int" if f.type == "int | None" else MLPROJECT_TYPES.get(f.type, "string")
+            default = DEFAULT_LATENT[fixed["model_kind"]] if name == "latent_dim" else f.default
+            found[name] = (kind, str(to_param(default)))
+    return found
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_mlproject_parameters_are_the_schema(entry_point):
+    """Each entry point declares exactly its command's schema fields, with their types and
+    defaults, and passes every one to the command as its flag."""
+    spec = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"][entry_point]
+    command, fixed = ENTRY_POINTS[entry_point]
+    declared = {
+        name: (p["type"], str(to_param(p["default"])) if p["type"] != "float" else p["default"])
+        for name, p in spec["parameters"].items()
+    }
+    expected = schema_parameters(command, fixed)
+    for name, (kind, default) in expected.items():
+        if kind == "float":  # 0.001 and 1e-3 are the same default
+            expected[name] = (kind, float(default))
+    assert declared == expected
+    words = spec["command"].split()
+    assert words[:5] == ["exec", "python", "-m", "tracking.cli", command]
+    flags = dict(zip(words[5::2], words[6::2], strict=True))
+    passed = {f"--{n.replace('_', '-')}": f"{{{n}}}" for n in expected}
+    passed.update({f"--{n.replace('_', '-')}": value for n, value in fixed.items()})
+    assert flags == passed
