@@ -45,13 +45,22 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Per-sample, per-pixel mean squared error of model(x) against x."""
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+    codes: list[torch.Tensor] | None = None,
+) -> float:
+    """Per-sample, per-pixel mean squared error of model(x) against x. Given a list as
+    `codes`, appends each batch's codes to it (float, on the CPU) in the same pass."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
         batch = x[i : i + batch_size]
-        total += F.mse_loss(model(batch), batch, reduction="sum").double()
+        z = model.encode(batch)  # forward() is decode(encode(x)): the same numbers
+        if codes is not None:
+            codes.append(z.float().cpu())
+        total += F.mse_loss(model.decode(z), batch, reduction="sum").double()
     return total.item() / x[0].numel() / len(x)
 
 

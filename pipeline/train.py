@@ -5,12 +5,14 @@ Callers observe training through callbacks (``on_epoch_end``, ``on_restart``,
 
 Training has two phases. First a healthy initialisation is picked: each seed (the
 configured one, then the next ones) trains through the health window and is judged by
-pipeline.health; the first that passes is kept. Then the model is trained once, from that
-initialisation, for every epoch.
+pipeline.health; the first that passes is kept. Then training goes on from where its
+window stopped, through every epoch (from the initialisation again only when the window
+outlasted the first epoch), exactly as if it had been trained in one go.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -107,6 +109,8 @@ class TrainResult:
     restarts: list[Restart] = field(default_factory=list)
     final_train_mse: float = float("nan")
     """Per-sample MSE over the whole training set with the final weights."""
+    train_codes: torch.Tensor | None = None
+    """The training set's codes with the final weights (n, d), from the same pass."""
 
     @property
     def final(self) -> EpochResult:
@@ -139,6 +143,16 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
 
 
+@dataclass
+class _Partial:
+    """An epoch in progress: its batches, how many are trained, their loss sum, seconds."""
+
+    batches: list[torch.Tensor]
+    done: int
+    loss_sum: torch.Tensor
+    seconds: float
+
+
 class _Attempt:
     """One initialisation: model, optimiser and batch order from one seed."""
 
@@ -151,6 +165,7 @@ class _Attempt:
         self.optimizer = _make_optimizer(self.model, cfg)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
+        self.partial: _Partial | None = None  # the first epoch, where the window ended in it
 
     def batches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The index batches of one epoch, in this attempt's next shuffled order."""
@@ -195,18 +210,27 @@ def _check_finite(loss_sum: torch.Tensor, where: str) -> None:
 
 def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_steps: int) -> Verdict:
     """Train a fresh attempt through the health window (or the whole run, if that is
-    shorter), looking at the probe every PROBE_EVERY steps; return the verdict."""
+    shorter), looking at the probe every PROBE_EVERY steps; return the verdict. A window
+    that ends inside the first epoch leaves that epoch in att.partial, so that training
+    goes on from there instead of from the initialisation again."""
     window = min(HEALTH_WINDOW, total_steps)
+    start = time.perf_counter()
     att.model.train()
-    while True:
-        for index in att.batches(x):
+    for first in itertools.chain([True], itertools.repeat(False)):
+        batches = att.batches(x)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+        for done, index in enumerate(batches, 1):
             loss = att.train_step(x[index])
+            loss_sum += loss.double() * len(index)  # as _train_epoch sums it
             if att.step % FINITE_CHECK_EVERY == 0:
                 _check_finite(loss, f"step {att.step} of seed {att.seed}'s health window")
             if att.step % PROBE_EVERY == 0 or att.step == window:
                 verdict = judge(look(att.model, probe, att.step), att.step >= window)
                 if verdict is not None:
+                    seconds = time.perf_counter() - start
+                    att.partial = _Partial(batches, done, loss_sum, seconds) if first else None
                     return verdict
+    raise AssertionError("unreachable: the window always ends")
 
 
 def restart_seed(seed: int, attempt: int) -> int:
@@ -221,10 +245,10 @@ def choose_init(
     on_restart: RestartCallback | None = None,
     on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[int, list[Restart]]:
+) -> tuple[_Attempt, list[Restart]]:
     """The first of cfg.seed and its restart seeds whose initialisation passes the health
-    window, and the restarts it took. Raises CollapseError after cfg.max_restarts failed
-    restarts."""
+    window, as trained through the window, and the restarts it took. Raises
+    CollapseError after cfg.max_restarts failed restarts."""
     total_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
     restarts: list[Restart] = []
     for attempt in range(cfg.max_restarts + 1):
@@ -232,7 +256,7 @@ def choose_init(
         att = _Attempt(build, seed, cfg, x.device, on_step)
         verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
         if verdict.healthy:
-            return seed, restarts
+            return att, restarts
         restarts.append(Restart.of(attempt, seed, verdict))
         following = restart_seed(cfg.seed, attempt + 1)
         log(f"seed {seed}: {verdict.describe()}; restarting from seed {following}")
@@ -246,21 +270,25 @@ def choose_init(
 
 
 def _train_epoch(att: _Attempt, x: torch.Tensor, epoch: int) -> float:
-    """One pass over x in a shuffled order; returns the per-sample mean loss."""
+    """One pass over x in a shuffled order (the rest of it, if the health window began
+    it: att.partial); returns the per-sample mean loss."""
     att.model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    batches = att.batches(x)
-    seen = 0
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    part, att.partial = att.partial or _Partial(att.batches(x), 0, zero, 0.0), None
+    batches, loss_sum = part.batches, part.loss_sum
+    seen = sum(len(b) for b in batches[: part.done])
     bar = tqdm(
-        batches,
+        batches[part.done :],
         desc=f"epoch {epoch}",
         unit="batch",
         leave=False,
         file=sys.stderr,
         disable=None,
         mininterval=1.0,
+        initial=part.done,
+        total=len(batches),
     )
-    for i, index in enumerate(bar, 1):
+    for i, index in enumerate(bar, part.done + 1):
         loss_sum += att.train_step(x[index]).double() * len(index)
         seen += len(index)
         if i % FINITE_CHECK_EVERY == 0 or i == len(batches):
@@ -282,7 +310,7 @@ def _run_epochs(
     x_train, x_test = data
     probe = x_train[:PROBE_SIZE]
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        start = time.perf_counter()
+        start = time.perf_counter() - (att.partial.seconds if att.partial else 0.0)
         train_mse = _train_epoch(att, x_train, epoch)
         train_seconds = time.perf_counter() - start
         seen = look(att.model, probe, att.step)
@@ -322,7 +350,7 @@ def fit(
     """Train a model from ``build()`` on data.train, evaluating on data.test every epoch.
 
     First choose_init picks a healthy initialisation (each failed one is reported through
-    on_restart), then training runs once from it. on_step() runs after every optimiser
+    on_restart), then training goes on from it. on_step() runs after every optimiser
     step (for example to stop on request). After every epoch on_checkpoint(state) gets the
     state, then on_epoch_end the result; fit(..., resume=state) continues from there with
     the same result as an uninterrupted run (on the CPU, bit for bit).
@@ -339,8 +367,9 @@ def fit(
         history = [EpochResult(**r) for r in resume["history"]]
         log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
     else:
-        seed, restarts = choose_init(build, x_train, cfg, on_restart, on_step, log)
-        att = _Attempt(build, seed, cfg, device, on_step)
+        att, restarts = choose_init(build, x_train, cfg, on_restart, on_step, log)
+        if att.partial is None:  # the window outlasted the first epoch: train that again
+            att = _Attempt(build, att.seed, cfg, device, on_step)
         history = []
 
     def after_epoch(result: EpochResult) -> None:
@@ -351,7 +380,9 @@ def fit(
 
     _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
     result = TrainResult(att.model, history, att.seed, restarts)
-    result.final_train_mse = evaluate(att.model, x_train)
+    codes: list[torch.Tensor] = []
+    result.final_train_mse = evaluate(att.model, x_train, codes=codes)
+    result.train_codes = torch.cat(codes)
     return result
 
 

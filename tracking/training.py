@@ -185,17 +185,19 @@ def _log_summary(
     mlflow.set_tag(names.TAG_INIT_SEED, str(result.init_seed))
 
 
-def _latent_quality(model: nn.Module, data: Mnist, device: torch.device) -> dict[str, float]:
-    """kNN accuracy and silhouette of the final model's codes, the spread of its outputs
-    (collapse), and what they cost, as summary metrics."""
-    start = time.perf_counter()
+def _latent_quality(result: TrainResult, data: Mnist, device: torch.device) -> dict[str, float]:
+    """kNN accuracy and silhouette of the final model's codes (the training set's come
+    from fit), the spread of its outputs (collapse), and what they cost, as summary
+    metrics."""
+    start, model = time.perf_counter(), result.model
     with runs.interruptible():
         spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
-        train_codes, test_codes = (
-            encode_all(model, s.images, device) for s in (data.train, data.test)
-        )
+        test_codes = encode_all(model, data.test.images, device)
         accuracy, silhouette = latent_quality(
-            train_codes, data.train.labels.numpy(), test_codes, data.test.labels.numpy()
+            result.train_codes.numpy(),
+            data.train.labels.numpy(),
+            test_codes,
+            data.test.labels.numpy(),
         )
     return {
         names.KNN_ACCURACY: accuracy,
@@ -334,7 +336,7 @@ def _train_in_run(run_id: str, request: TrainingRequest) -> str:
     start = time.perf_counter()
     result = _fit(run_id, request, data, logger)
     seconds = prior_seconds + time.perf_counter() - start
-    quality = _latent_quality(result.model, data, resolve_device(request.train.device))
+    quality = _latent_quality(result, data, resolve_device(request.train.device))
     runs.stop_if_requested()  # the last point at which the run can still end KILLED
     with timer.timing():
         registered, description = _register(run_id, request, data, result, logger)

@@ -12,9 +12,17 @@ from pipeline.health import (
     PLATEAU_RATIO,
     output_spread,
 )
+from pipeline.latent import encode_all
 from pipeline.models import ConvAutoencoder, build_model
-from pipeline.tensors import evaluate, reconstruct, to_model_input
-from pipeline.train import RESTART_STRIDE, CollapseError, NonFiniteLossError, fit
+from pipeline.tensors import EVAL_BATCH, evaluate, reconstruct, to_model_input
+from pipeline.train import (
+    RESTART_STRIDE,
+    CollapseError,
+    NonFiniteLossError,
+    _Attempt,
+    _run_epochs,
+    fit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +107,20 @@ def test_train_mse_is_a_per_sample_mean_over_uneven_batches(small):
     assert result.history[0].train_mse == pytest.approx(expected, rel=1e-6)
     assert result.final_train_mse == pytest.approx(expected, rel=1e-6)
     assert result.history[0].train_eval_mse == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_final_pass_gives_the_training_codes_with_the_training_mse(small):
+    """One pass over the training set gives both the final MSE and the codes for the kNN
+    metric: the same numbers as a separate forward pass and a separate encoding."""
+    result = fit(lambda: build_model("conv", 10), small, TrainConfig(epochs=1), **quiet())
+    cpu = torch.device("cpu")
+    x = to_model_input(small.train.images, cpu)
+    separate = torch.from_numpy(encode_all(result.model, small.train.images, cpu))
+    assert torch.equal(result.train_codes, separate)
+    with torch.inference_mode():  # model(batch), as the MSE was measured before
+        batches = x.split(EVAL_BATCH)
+        total = sum(F.mse_loss(result.model(b), b, reduction="sum").double() for b in batches)
+    assert result.final_train_mse == total.item() / x.numel()
 
 
 def test_evaluate_does_not_depend_on_the_batch_size(small):
@@ -230,3 +252,31 @@ def test_a_checkpoint_of_the_last_epoch_cannot_be_resumed(small):
     fit(lambda: build_model("linear", 4), small, cfg, on_checkpoint=states.append, **quiet())
     with pytest.raises(ValueError, match="nothing is left to train"):
         fit(lambda: build_model("linear", 4), small, cfg, resume=states[-1], **quiet())
+
+
+def test_training_goes_on_from_the_health_window_as_if_trained_in_one_go(mnist_dir):
+    """The kept initialisation's window is not trained twice: training goes on from its
+    state, and every number and weight matches that initialisation trained in one go."""
+    data = load_mnist(mnist_dir, train_limit=2048, test_limit=256, log=lambda _: None)
+    cfg = TrainConfig(epochs=2, batch_size=8, seed=1)  # 256 steps an epoch: the window ends in it
+
+    def build():
+        return build_model("conv", 10)
+
+    steps = []
+    result = fit(build, data, cfg, on_step=lambda: steps.append(1), **quiet())
+    cpu = torch.device("cpu")
+    x = (to_model_input(data.train.images, cpu), to_model_input(data.test.images, cpu))
+    one_go, history = _Attempt(build, result.init_seed, cfg, cpu, None), []
+    _run_epochs(one_go, x, cfg, history, lambda _: None, lambda _: None)
+
+    def numbers(h):
+        return [(r.epoch, r.train_mse, r.test_mse, r.train_eval_mse) for r in h]
+
+    assert numbers(result.history) == numbers(history)
+    weights = zip(
+        result.model.state_dict().values(), one_go.model.state_dict().values(), strict=True
+    )
+    for a, b in weights:
+        assert torch.equal(a, b)
+    assert len(steps) == sum(r.step for r in result.restarts) + cfg.epochs * 256
