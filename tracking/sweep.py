@@ -83,10 +83,7 @@ class _Launched:
 
     label: str
     submitted: SubmittedRun
-
-    @property
-    def run_id(self) -> str:
-        return self.submitted.run_id
+    run_id: str  # the run MLflow created for it
 
     def poll(self) -> int | None:
         return self.submitted.command_proc.poll()
@@ -107,7 +104,7 @@ def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _
     except Exception as exc:  # its process did not start: no run may stay RUNNING
         runs.fail_unstarted(experiment_id, entry_point, started, exc)
         raise
-    return _Launched(label, submitted)
+    return _Launched(label, submitted, submitted.run_id)
 
 
 def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
