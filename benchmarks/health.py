@@ -4,8 +4,9 @@ steps, and whether the health check (pipeline/health.py) restarts exactly the st
 For every latent size and seed it trains the model as `fit` would (same seed, same batch
 order, full training set), looks at the probe digits every PROBE_EVERY steps, and goes on
 to the end of the first epoch. It prints, per (d, seed), the verdict the health check
-reaches, the step it reached it at and the probe loss there, the probe loss as a fraction
-of the all-black output's at every look, and the test MSE after the first epoch.
+reaches at the end of the window and the probe loss there, the probe loss as a fraction
+of the all-black output's at every look (marked where the output was constant), and the
+test MSE after the first epoch.
 
 What happened, from what the check cannot see (the rest of the epoch):
 - learned: left the all-black loss inside the window; epoch-1 test MSE <= STUCK_MSE.
@@ -35,7 +36,6 @@ from pipeline.data import ensure_mnist, load_mnist
 from pipeline.health import (
     HEALTH_WINDOW,
     PLATEAU_RATIO,
-    PROBE_EVERY,
     PROBE_SIZE,
     Look,
     is_constant,
@@ -47,6 +47,7 @@ from pipeline.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.train import _Attempt
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
+PROBE_EVERY = 25  # steps between the looks this benchmark prints (fit looks at the end only)
 INITS = ("default", "kaiming")
 
 
@@ -77,8 +78,8 @@ def trial(d: int, seed: int, init: str, x: torch.Tensor, x_test: torch.Tensor, s
             att.train_step(x[index])
             if att.step % PROBE_EVERY == 0 and att.step <= HEALTH_WINDOW:
                 looks.append(look(att.model, probe, att.step))
-                if verdict is None:
-                    verdict = judge(looks[-1], att.step >= HEALTH_WINDOW)
+            if att.step == HEALTH_WINDOW:
+                verdict = judge(looks[-1])
             if att.step >= steps:
                 break
     return verdict, looks, evaluate(att.model, x_test)
@@ -109,7 +110,8 @@ def main() -> None:
     )
     print(
         f"{'d':>4} {'seed':>4}  {'verdict':8} {'step':>4}  {'probe MSE':>9} {'x black':>7}  "
-        f"{'x black by step (25, 50, ... 200)':47}  {'test MSE':>8}  outcome  verdict is"
+        f"{'x black by step (25, 50, ... 200; c: constant)':55}  {'test MSE':>8}  "
+        "outcome  verdict is"
     )
     tally: dict[str, int] = {}
     for d in (int(v) for v in args.dims.split(",")):
@@ -119,11 +121,13 @@ def main() -> None:
             outcome, right = classify(verdict, looks[-1], test_mse)
             tally[outcome] = tally.get(outcome, 0) + 1
             tally[right] = tally.get(right, 0) + 1
-            ratios = " ".join(f"{seen.black_ratio:.2f}" for seen in looks)
+            ratios = " ".join(  # c: the output was constant at that look
+                f"{seen.black_ratio:.2f}{'c' if is_constant(seen) else ''}" for seen in looks
+            )
             seen = verdict.look
             print(
                 f"{d:>4} {seed:>4}  {verdict.state:8} {seen.step:>4}  {seen.loss:9.4f} "
-                f"{seen.black_ratio:7.2f}  {ratios:47}  {test_mse:8.5f}  {outcome:7}  {right}"
+                f"{seen.black_ratio:7.2f}  {ratios:55}  {test_mse:8.5f}  {outcome:7}  {right}"
                 f"  ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )

@@ -201,7 +201,7 @@ class TrainConfig:
     max_restarts: int = option(
         20,
         "fresh initialisations (seed + 10000 k) tried after one fails the health check; "
-        "each costs at most 200 steps, and at d=3 most seeds fail: hence the default",
+        "each costs 200 steps, and at d=3 most seeds fail: hence the default",
     )
 
     def __post_init__(self) -> None:

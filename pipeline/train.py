@@ -28,7 +28,6 @@ from pipeline.config import MAX_SEED, TrainConfig
 from pipeline.data import Mnist
 from pipeline.health import (
     HEALTH_WINDOW,
-    PROBE_EVERY,
     PROBE_SIZE,
     Verdict,
     is_constant,
@@ -210,9 +209,9 @@ def _check_finite(loss_sum: torch.Tensor, where: str) -> None:
 
 def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_steps: int) -> Verdict:
     """Train a fresh attempt through the health window (or the whole run, if that is
-    shorter), looking at the probe every PROBE_EVERY steps; return the verdict. A window
-    that ends inside the first epoch leaves that epoch in att.partial, so that training
-    goes on from there instead of from the initialisation again."""
+    shorter), then look at the probe; return the verdict. A window that ends inside the
+    first epoch leaves that epoch in att.partial, so that training goes on from there
+    instead of from the initialisation again."""
     window = min(HEALTH_WINDOW, total_steps)
     start = time.perf_counter()
     att.model.train()
@@ -224,12 +223,10 @@ def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_ste
             loss_sum += loss.double() * len(index)  # as _train_epoch sums it
             if att.step % FINITE_CHECK_EVERY == 0:
                 _check_finite(loss, f"step {att.step} of seed {att.seed}'s health window")
-            if att.step % PROBE_EVERY == 0 or att.step == window:
-                verdict = judge(look(att.model, probe, att.step), att.step >= window)
-                if verdict is not None:
-                    seconds = time.perf_counter() - start
-                    att.partial = _Partial(batches, done, loss_sum, seconds) if first else None
-                    return verdict
+            if att.step == window:
+                seconds = time.perf_counter() - start
+                att.partial = _Partial(batches, done, loss_sum, seconds) if first else None
+                return judge(look(att.model, probe, att.step))
     raise AssertionError("unreachable: the window always ends")
 
 
