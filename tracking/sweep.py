@@ -83,7 +83,6 @@ class _Launched:
 
     label: str
     submitted: SubmittedRun
-    run_id: str  # the run MLflow created for it
 
     def poll(self) -> int | None:
         return self.submitted.command_proc.poll()
@@ -104,7 +103,7 @@ def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _
     except Exception as exc:  # its process did not start: no run may stay RUNNING
         runs.fail_unstarted(experiment_id, entry_point, started, exc)
         raise
-    return _Launched(label, submitted, submitted.run_id)
+    return _Launched(label, submitted)
 
 
 def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
@@ -132,13 +131,15 @@ def _stop_all(running: list[_Launched]) -> None:
         launched.submitted.cancel()  # SIGTERM to the group; waits for `mlflow run` only
     psutil.wait_procs(processes, timeout=STOP_WAIT_SECONDS)
     for launched in running:  # a step that had not yet set up its signal handling
-        runs.end_if_running(launched.run_id, "KILLED", "stopped with the sweep before it started")
+        runs.end_if_running(
+            launched.submitted.run_id, "KILLED", "stopped with the sweep before it started"
+        )
 
 
 def _settle(launched: _Launched, returncode: int) -> bool:
     """Whether an exited step's run FINISHED (runs.end_exited decides); says so when its
     `mlflow run` exited non-zero all the same."""
-    status = runs.end_exited(launched.run_id, returncode)
+    status = runs.end_exited(launched.submitted.run_id, returncode)
     if status == "FINISHED" and returncode != 0:
         print(
             f"warning: {launched.label}'s run FINISHED, but its `mlflow run` exited with "
@@ -150,7 +151,7 @@ def _settle(launched: _Launched, returncode: int) -> bool:
 
 def _report_failure(launched: _Launched, returncode: int) -> str:
     """Print why a step failed (its run's recorded reason) and return its label with it."""
-    reason = MlflowClient().get_run(launched.run_id).data.tags.get(names.TAG_FAILURE, "")
+    reason = MlflowClient().get_run(launched.submitted.run_id).data.tags.get(names.TAG_FAILURE, "")
     reason = reason or "no reason recorded: see the step's output above"
     print(f"{launched.label} failed (exit code {returncode}): {reason}", flush=True)
     if "database is locked" in reason:
