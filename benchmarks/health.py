@@ -18,7 +18,7 @@ the all-black loss by the end of the window (a false restart). Restarting a late
 the price of deciding after 200 steps: it sat at the all-black loss all that time.
 
     .venv/bin/python -m benchmarks.health                      # d = 3, 10, 100, 250; seeds 0-9
-    .venv/bin/python -m benchmarks.health --init kaiming       # He initialisation instead
+    .venv/bin/python -m benchmarks.health --init pytorch       # the exercise's initialisation
     .venv/bin/python -m benchmarks.health --dims 3 --seeds 0,1 --train-limit 4096   # smoke size
 """
 
@@ -29,7 +29,6 @@ import math
 import time
 
 import torch
-from torch import nn
 
 from pipeline.config import TrainConfig
 from pipeline.data import ensure_mnist, load_mnist
@@ -42,35 +41,21 @@ from pipeline.health import (
     judge,
     look,
 )
-from pipeline.models import ConvAutoencoder
+from pipeline.models import CONV_INITS, ConvAutoencoder
 from pipeline.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.train import _Attempt
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
 PROBE_EVERY = 25  # steps between the looks this benchmark prints (fit looks at the end only)
-INITS = ("default", "kaiming")
-
-
-def kaiming(model: nn.Module) -> nn.Module:
-    """He et al. (2015) initialisation for ReLU networks: normal weights with variance
-    2/fan_in on every convolution and linear layer, zero biases. Architecture and
-    objective are unchanged."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
-    return model
 
 
 def trial(d: int, seed: int, init: str, x: torch.Tensor, x_test: torch.Tensor, steps: int):
     """Train one (d, seed) for `steps` steps; the verdict as fit reaches it, the looks, and
     the test MSE at the end."""
 
-    def build() -> nn.Module:
-        model = ConvAutoencoder(d)
-        return kaiming(model) if init == "kaiming" else model
-
-    att = _Attempt(build, seed, TrainConfig(seed=seed), x.device, None)
+    att = _Attempt(
+        lambda: ConvAutoencoder(d, init=init), seed, TrainConfig(seed=seed), x.device, None
+    )
     probe = x[:PROBE_SIZE]
     verdict, looks = None, []
     while att.step < steps:
@@ -89,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", default="3,10,100,250")
     parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
-    parser.add_argument("--init", choices=INITS, default="default")
+    parser.add_argument("--init", choices=CONV_INITS, default=CONV_INITS[0])
     parser.add_argument("--data-dir", default="./data")
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument(

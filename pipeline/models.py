@@ -13,15 +13,24 @@ IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
 
 
+CONV_INITS = ("he", "pytorch")
+"""How ConvAutoencoder's weights start: "he" (the default; He et al. 2015, for ReLU
+networks) or "pytorch" (each layer's own default, as in the exercise). README: *Training
+health* measures both."""
+
+
 class ConvAutoencoder(nn.Module):
-    """The exercise's convolutional autoencoder, unchanged, for any latent size.
+    """The exercise's convolutional autoencoder, for any latent size: its architecture
+    unchanged, its weights He-initialised unless `init="pytorch"`.
 
     Encoder: three stride-2 3x3 convolutions (1->32->64->128, 28->14->7->4) and a
     linear map to the code. Decoder: the mirror image, ending in a sigmoid so that
     outputs are pixel intensities in [0, 1].
     """
 
-    def __init__(self, latent_dim: int, input_channels: int = 1) -> None:
+    def __init__(self, latent_dim: int, input_channels: int = 1, init: str = "he") -> None:
+        if init not in CONV_INITS:
+            raise ValueError(f"init must be one of {CONV_INITS}, not {init!r}")
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
@@ -47,6 +56,8 @@ class ConvAutoencoder(nn.Module):
             ),
             nn.Sigmoid(),
         )
+        if init == "he":
+            he_init(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -56,6 +67,17 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+def he_init(model: nn.Module) -> None:
+    """He et al. (2015) initialisation for ReLU networks: normal weights of variance
+    2/fan_in on every convolution and linear layer, zero biases. With PyTorch's default
+    initialisation most seeds at d=3 sit at the all-black output's loss for good; with
+    this one none of the 40 measured (d, seed) pairs did."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
 
 
 class LinearAutoencoder(nn.Module):

@@ -39,3 +39,19 @@ def test_conv_outputs_are_pixel_intensities():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="model kind"):
         build_model("mlp", 10)
+
+
+def test_conv_weights_are_he_initialised_unless_asked_otherwise():
+    torch.manual_seed(0)
+    layers = [m for m in ConvAutoencoder(100).modules() if hasattr(m, "bias")]
+    assert len(layers) == 8  # 3 convolutions, 2 linear maps, 3 transposed convolutions
+    for layer in layers:
+        w = layer.weight
+        fan_in = w[0].numel()  # torch's fan_in: dim 1 times the kernel, also when transposed
+        assert torch.count_nonzero(layer.bias) == 0
+        assert w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+    torch.manual_seed(0)
+    pytorch = ConvAutoencoder(100, init="pytorch")
+    assert torch.count_nonzero(pytorch.encoder[0].bias) > 0  # each layer's own default
+    with pytest.raises(ValueError, match="init must be one of"):
+        ConvAutoencoder(10, init="xavier")
