@@ -69,3 +69,26 @@ def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mn
     assert "compare --all-finished: exit 0, FINISHED, wall time" in out
     assert "the 30 s target" in out
     assert "runs.csv 12 rows (12 distinct runs:" in out
+
+
+def test_health_benchmark_prints_a_verdict_per_latent_size_and_seed(tmp_path, mnist_dir):
+    sizes = ["--train-limit", "1024", "--data-dir", str(mnist_dir), "--steps", "200"]
+    out = run_benchmark("health", "--dims", "3", "--seeds", "0,1", *sizes, cwd=tmp_path)
+    assert "init he; window 200 steps" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["3"]]
+    assert [row[1] for row in rows] == ["0", "1"]
+    assert all(row[2] in ("healthy", "constant", "plateau") and row[3] == "200" for row in rows)
+    for row in rows:  # the ratio at each of 8 looks (c: constant), the test MSE, the outcome
+        ratios = [float(v.rstrip("c")) for v in row[6:14]]
+        assert len(ratios) == 8 and all(r > 0 for r in ratios) and 0 < float(row[14]) < 1
+        assert row[15] in ("learned", "stuck", "late")
+
+
+def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_path):
+    out = run_benchmark("layers", "--repeats", "2", cwd=tmp_path)
+    rows = [line.split() for line in out.splitlines() if line.startswith(("encoder", "decoder"))]
+    forms = [(row[0], row[3]) for row in rows]
+    assert len({name for name, _ in forms}) == 8  # 3 conv, 2 linear, 3 transposed conv
+    assert sum(form == "matmul" for _, form in forms) == 6
+    assert sum(form == "fold" for _, form in forms) == 3
+    assert "whole training step:" in out and "x the floor" in out
