@@ -104,6 +104,10 @@ def recommend(configs: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Recommen
     pick = eligible.sort_values(["latent_dim", mean], kind="stable").iloc[0]
     smaller = healthy[healthy["latent_dim"] < pick["latent_dim"]]
     runner = smaller.loc[smaller[mean].idxmin()] if len(smaller) else None
+    others = healthy[healthy["model"] != pick["model"]]
+    # the pick is smallest and best: only a rival's seeds could push it out of the margin
+    alone = runner is None and pick["model"] == best["model"] and len(others)
+    rival = others.loc[others[mean].idxmin()] if alone else None
     why = (
         f"{pick['model']} (d={pick['latent_dim']}, compression {pick['compression_ratio']:.1f}x, "
         f"{pick['params_total']:,} parameters) has mean test MSE {pick[mean]:.5f}, "
@@ -121,7 +125,7 @@ def recommend(configs: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Recommen
         int(pick["latent_dim"]),
         rule,
         why + ".",
-        spread_note(pick, best, runner, margin),
+        spread_note(pick, best, runner, margin, rival),
     )
 
 
@@ -141,9 +145,10 @@ def _decision(row: pd.Series, best: pd.Series, margin: float, picked: bool) -> s
         own, other = row["final_test_mse_min"], best["final_test_mse_max"]
         holds = own > other * (1 + margin)
         seeds, verdict = ("best", "worst"), ("outside", "within")
+    change = own / other - 1
     said = (
-        f"{row['model']}'s {seeds[0]} seed ({own:.5f}) is {own / other - 1:.1%} above "
-        f"{best['model']}'s {seeds[1]} ({other:.5f}): "
+        f"{row['model']}'s {seeds[0]} seed ({own:.5f}) is {abs(change):.1%} "
+        f"{'above' if change >= 0 else 'below'} {best['model']}'s {seeds[1]} ({other:.5f}): "
     )
     if holds:
         return said + f"{verdict[0]} the {margin:.0%} margin on every pair of seeds"
@@ -153,10 +158,17 @@ def _decision(row: pd.Series, best: pd.Series, margin: float, picked: bool) -> s
     )
 
 
-def spread_note(pick: pd.Series, best: pd.Series, runner: pd.Series | None, margin: float) -> str:
+def spread_note(
+    pick: pd.Series,
+    best: pd.Series,
+    runner: pd.Series | None,
+    margin: float,
+    rival: pd.Series | None = None,
+) -> str:
     """Whether the pick's decisions are larger than the seed spread, or why the spread
-    is unknown."""
-    involved = [r for r in (pick, best, runner) if r is not None]
+    is unknown. `rival`: when the pick is both the smallest and the best, the next best
+    configuration, whose best seed is weighed against the pick's worst."""
+    involved = [r for r in (pick, best, runner, rival) if r is not None]
     if min(int(r["seeds"]) for r in involved) < 2:
         return (
             "The spread between seeds is unknown: the pick rests on configurations trained "
@@ -165,6 +177,8 @@ def spread_note(pick: pd.Series, best: pd.Series, runner: pd.Series | None, marg
     decisions = [] if pick["model"] == best["model"] else [_decision(pick, best, margin, True)]
     if runner is not None:
         decisions.append(_decision(runner, best, margin, False))
+    if rival is not None:
+        decisions.append(_decision(pick, rival, margin, True))
     if not decisions:
         return "The pick is the only configuration that did not collapse."
     return "; ".join(decisions) + "."

@@ -226,6 +226,24 @@ def test_recommendation_weighs_its_margins_against_the_seed_spread(configs):
     rec = recommend(two, 1.2)
     assert "outside the 120% margin for some pairs of seeds" in rec.spread
     assert "more seeds could change the pick" in rec.spread
+    # conv-d3 both the smallest and the best: its worst seed is weighed against the next
+    # best configuration's best seed (conv-d100, 0.0105).
+    d3 = two["model"] == "conv-d3"
+    two.loc[d3, ["final_test_mse_mean", "final_test_mse_min", "final_test_mse_max"]] = [
+        0.009,
+        0.0085,
+        0.0095,
+    ]
+    rec = recommend(two, 0.1)
+    assert rec.model == "conv-d3"
+    assert rec.spread == (
+        "conv-d3's worst seed (0.00950) is 9.5% below conv-d100's best (0.01050): within "
+        "the 10% margin on every pair of seeds."
+    )
+    two.loc[d3, "final_test_mse_max"] = 0.012
+    rec = recommend(two, 0.1)
+    assert rec.spread.startswith("conv-d3's worst seed (0.01200) is 14.3% above conv-d100's")
+    assert "outside the 10% margin for some pairs of seeds" in rec.spread
 
 
 def test_recommendation_needs_a_healthy_model(configs):
