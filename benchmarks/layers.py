@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.epoch import gemm_rate
+from benchmarks.epoch import flops_per_image, gemm_rate
 from pipeline.models import ConvAutoencoder
 from pipeline.tensors import flush_denormals
 
@@ -95,17 +95,12 @@ def transposed_as_fold(conv: nn.ConvTranspose2d) -> Layer:
     return forward
 
 
-FORMULATIONS: dict[str, Callable[[nn.Module], Layer | None]] = {
-    "module": lambda m: m,
-    "matmul": lambda m: (
-        conv_as_matmul(m)
-        if isinstance(m, nn.Conv2d)
-        else transposed_as_matmul(m)
-        if isinstance(m, nn.ConvTranspose2d)
-        else None
-    ),
-    "fold": lambda m: transposed_as_fold(m) if isinstance(m, nn.ConvTranspose2d) else None,
+FORMULATIONS: dict[str, dict[type, Callable[[nn.Module], Layer]]] = {
+    "matmul": {nn.Conv2d: conv_as_matmul, nn.ConvTranspose2d: transposed_as_matmul},
+    "fold": {nn.ConvTranspose2d: transposed_as_fold},
 }
+"""Other ways to compute a layer, by the layer types they apply to; every layer is also
+timed as itself ("module")."""
 
 
 def layers_and_inputs(model: nn.Module, batch: int) -> list[tuple[str, nn.Module, torch.Tensor]]:
@@ -210,9 +205,10 @@ def main() -> None:
     ]
     x = torch.rand(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     step = whole_step(model, x, args.repeats)
-    step_flops = flops(model, x)
+    step_flops = flops_per_image("conv", args.latent_dim, args.batch) * args.batch
     sums = {  # a layer without this formulation counts as the module
-        form: sum(times.get(form, times["module"]) for times in per_layer) for form in FORMULATIONS
+        form: sum(times.get(form, times["module"]) for times in per_layer)
+        for form in ("module", *FORMULATIONS)
     }
     sums["fastest per layer"] = sum(min(times.values()) for times in per_layer)
     print(
@@ -229,11 +225,13 @@ def profile_layer(name: str, layer: nn.Module, x: torch.Tensor, rate: float, rep
     with torch.no_grad():
         grad_out = torch.randn_like(layer(x))
     work = flops(layer, x)
+    candidates = {"module": layer} | {
+        form: makers[type(layer)](layer)
+        for form, makers in FORMULATIONS.items()
+        if type(layer) in makers
+    }
     times = {}
-    for form, make in FORMULATIONS.items():
-        candidate = make(layer)
-        if candidate is None:
-            continue
+    for form, candidate in candidates.items():
         check_equal(layer, candidate, params, x, grad_out)
         fwd, bwd = timed(candidate, params, x, grad_out, repeats)
         times[form] = fwd + bwd

@@ -201,7 +201,8 @@ class TrainConfig:
     max_restarts: int = option(
         20,
         "fresh initialisations (seed + 10000 k) tried after one fails the health check; "
-        "each costs 200 steps, and at d=3 most seeds fail: hence the default",
+        "each costs 200 steps; from the exercise's initialisation most seeds fail at d=3: hence "
+        "the default",
     )
 
     def __post_init__(self) -> None:
