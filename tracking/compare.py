@@ -189,20 +189,30 @@ def _ids(frame: pd.DataFrame) -> str:
     )
 
 
-def run_compare(runset: RunSet, cfg: CompareConfig, registered_model: str) -> str:
-    """Compare the runs on a new `comparison` run; returns its run id."""
+def run_compare(
+    runset: RunSet,
+    cfg: CompareConfig,
+    registered_model: str,
+    source_tags: dict[str, str] | None = None,
+    entry_params: dict[str, str] | None = None,
+) -> str:
+    """Compare the runs on a new `comparison` run; returns its run id. A sweep that
+    compares in its own process passes the tags and parameters `mlflow run` would have
+    given the `compare` entry point's run."""
     name = names.dated_run_name("comparison")
     tags = {
         names.TAG_ROLE: names.ROLE_COMPARISON,
         names.TAG_CODE_VERSION: code_version(),
         names.TAG_COMPARED_RUNS: _ids(runset.runs),
         names.TAG_EXCLUDED_RUNS: _ids(runset.excluded),
+        **(source_tags or {}),
     }
     if not MLFLOW_RUN_ID.get():  # under `mlflow run` the run exists already, where it was asked
         mlflow.set_experiment(experiment_id=runset.experiment_id)  # beside the compared runs
     with tracked_run(name, tags) as run:
         log_new_params(
             {
+                **(entry_params or {}),
                 "source": runset.source,
                 "compared": len(runset.runs),
                 "excluded": len(runset.excluded),

@@ -111,18 +111,18 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
 def tracked_run(
     run_name: str | None,
     tags: dict[str, str],
-    nested: bool = False,
     run_id: str | None = None,
     system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or, under `mlflow run`, take over; or, given run_id, reopen) a run, tag it
     with the host it runs on, and end it with the right status: FINISHED on success,
-    KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise. With system_metrics,
+    KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise. A run started while
+    another is open (a sweep's steps and comparison) is its child. With system_metrics,
     MLflow samples CPU, memory (and any GPU) into the run while it is open."""
     run = mlflow.start_run(
         run_id=run_id,
         run_name=run_name,
-        nested=nested,
+        nested=mlflow.active_run() is not None,
         log_system_metrics=True if system_metrics else None,
     )
     run_id = run.info.run_id

@@ -1,10 +1,15 @@
 """The `main` entry point: every latent size and the linear baseline as child runs of
-one parent run, each through `mlflow run` so that it is a self-contained MLflow project run,
-then the `compare` entry point on them, the same way.
+one parent run, then the `compare` entry point on them.
+
+With parallel=1 (the default) the sweep trains each step and compares in its own process,
+one after the other: a step's run gets the tags and parameters that `mlflow run -e train`
+would give it (source, git commit, entry point), and is rerun by that command, but pays no
+process start, imports or project launch (about 7 s a step). With parallel > 1 each step
+is its own `mlflow run` process, `parallel` at a time.
 
 A sweep is idempotent: a step whose configuration already has a FINISHED run (same entry
 point, same parameters as MLflow stores them, same dataset digest, same code version) is
-not trained again but taken over, unless `force`. Steps run `parallel` at a time.
+not trained again but taken over, unless `force`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,17 @@ import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.utils import mlflow_tags
 
-from pipeline.config import DataConfig, ModelConfig, SweepConfig, TrainConfig, to_params
+from pipeline.config import (
+    CompareConfig,
+    DataConfig,
+    ModelConfig,
+    SweepConfig,
+    TrainConfig,
+    one_line,
+    to_params,
+)
 from pipeline.data import digest_for_limits, ensure_mnist
 from tracking import names, runs
 from tracking.registry import note_pickle_format, set_alias
@@ -31,6 +45,17 @@ POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a s
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
 STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop within a step)
 FAILURE_CHARS = 300  # of a failed step's recorded reason, in the sweep's final error
+# What `mlflow run` records of the project on the runs it makes (the sweep's own run has
+# them): given to the runs the sweep makes in its own process, with their entry point.
+SOURCE_TAGS = (
+    mlflow_tags.MLFLOW_SOURCE_NAME,
+    mlflow_tags.MLFLOW_SOURCE_TYPE,
+    mlflow_tags.MLFLOW_GIT_COMMIT,
+    mlflow_tags.MLFLOW_GIT_REPO_URL,
+    mlflow_tags.MLFLOW_GIT_BRANCH,
+    mlflow_tags.MLFLOW_PROJECT_BACKEND,
+    mlflow_tags.MLFLOW_PROJECT_ENV,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,29 @@ class SweepRequest:
         params = to_params(model, train, self.data, skip=("model_kind",))
         params["registered_model"] = self.registered_model
         return {k: str(v) for k, v in params.items()}
+
+
+def source_tags(entry_point: str) -> dict[str, str]:
+    """The tags `mlflow run` gives a run of this project's `entry_point`: the active
+    (sweep) run's source tags, with that entry point."""
+    sweep = MlflowClient().get_run(mlflow.active_run().info.run_id).data.tags
+    found = {key: sweep[key] for key in SOURCE_TAGS if key in sweep}
+    return {**found, names.TAG_ENTRY_POINT: entry_point}
+
+
+def _train_here(request: SweepRequest, step: Step) -> None:
+    """Train the step in this process, in a child run of the active (sweep) run."""
+    from tracking.training import TrainingRequest, train_tracked
+
+    train_tracked(
+        TrainingRequest(
+            ModelConfig(step.kind, step.latent_dim),
+            request.data,
+            replace(request.train, seed=step.seed),
+            request.registered_model,
+            source_tags=source_tags(step.entry_point),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -234,7 +282,7 @@ def run_sweep(request: SweepRequest) -> str:
                 f"{len(failed)} of {len(steps)} training steps failed: {', '.join(failed)}"
             )
         # Compare whatever finished: the report lists the failed runs as excluded.
-        if len(failed) < len(steps) and not _compare(parent.info.run_id, experiment_id, request):
+        if len(failed) < len(steps) and not _compare(parent.info.run_id, request):
             problems.append("the comparison failed")
         print(runs.ui_hint(experiment_id), flush=True)
         if problems:
@@ -272,50 +320,75 @@ class _Steps:
 
     def run(self, steps: list[Step]) -> list[str]:
         """Run (or reuse) every step; returns the failed ones, each with its reason."""
+        if self.request.sweep.parallel == 1:
+            return self.run_here(steps)
         pending, running, failed = list(enumerate(steps, 1)), [], []
         while pending or running:
             while pending and len(running) < self.request.sweep.parallel:
                 i, step = pending.pop(0)
                 print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
-                launched = self.start(step)
-                running += [launched] if launched else []
+                if not self.reuse(step):
+                    params = self.request.step_parameters(step)
+                    running.append(_launch(step.entry_point, params, self.experiment_id, step.name))
             for launched, code in _wait(running) if running else ():
                 running.remove(launched)
                 if not _settle(launched, code):
                     failed.append(_report_failure(launched, code))
         return failed
 
-    def start(self, step: Step) -> _Launched | None:
-        """Launch the step, or take over its matching FINISHED run (then None)."""
+    def run_here(self, steps: list[Step]) -> list[str]:
+        """Run (or reuse) every step in this process, one after the other; returns the
+        failed ones, each with its reason. A stop signal ends the step's run and the
+        sweep's KILLED."""
+        failed = []
+        for i, step in enumerate(steps, 1):
+            print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
+            if self.reuse(step):
+                continue
+            try:
+                _train_here(self.request, step)
+            except Exception as exc:  # its run ended FAILED with the reason: go on
+                reason = one_line(exc)
+                print(f"{step.name} failed: {reason}", flush=True)
+                failed.append(f"{step.name} ({reason[:FAILURE_CHARS]})")
+        return failed
+
+    def reuse(self, step: Step) -> bool:
+        """Take over the step's matching FINISHED run, if it has one and not `force`."""
         request = self.request
+        if request.sweep.force:
+            return False
         params = request.step_parameters(step)
         digest = digest_for_limits(request.data.train_limit, request.data.test_limit)
-        found = not request.sweep.force and reusable_run(
-            step, params, self.experiment_id, digest, self.version
-        )
+        found = reusable_run(step, params, self.experiment_id, digest, self.version)
         if not found:
-            return _launch(step.entry_point, params, self.experiment_id, step.name)
+            return False
         _reuse(found, step, request.registered_model)
         self.reused.append(found.info.run_id)
         mlflow.set_tag(names.TAG_REUSED_RUNS, ",".join(self.reused))
-        return None
+        return True
 
 
-def _compare(parent_run_id: str, experiment_id: str, request: SweepRequest) -> bool:
-    """The `compare` entry point on this sweep's runs; returns whether it succeeded.
+def _compare(parent_run_id: str, request: SweepRequest) -> bool:
+    """The `compare` entry point on this sweep's runs, in this process; returns whether it
+    succeeded. Its run records the entry point and parameters `mlflow run` would give it,
+    and is rerun by `mlflow run . -e compare -P parent_run_id=...`."""
+    from tracking.compare import run_compare
+    from tracking.query import find_runs
 
-    Run through `mlflow run` like the training steps rather than called in-process: the
-    comparison run records its entry point and parameters like any other step, and is
-    rerun by the same command (`mlflow run . -e compare -P parent_run_id=...`)."""
     print("\n=== compare ===", flush=True)
+    config = CompareConfig(data_dir=str(request.data.data_dir))
     params = {
         "parent_run_id": parent_run_id,
+        "all_finished": "false",
+        "margin": str(config.margin),
+        "data_dir": config.data_dir,
         "registered_model": request.registered_model,
-        "data_dir": str(request.data.data_dir),
     }
-    launched = _launch("compare", params, experiment_id, "compare")
-    ((_, code),) = _wait([launched])
-    if not _settle(launched, code):
-        print(f"compare failed (exit code {code})", flush=True)
+    try:
+        runset = find_runs(parent_run_id)
+        run_compare(runset, config, request.registered_model, source_tags("compare"), params)
+    except Exception as exc:  # its run (if it began) ended FAILED with the reason
+        print(f"compare failed: {one_line(exc)}", flush=True)
         return False
     return True

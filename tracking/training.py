@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -53,7 +53,9 @@ CHECKPOINT_PATH = f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}"
 @dataclass(frozen=True)
 class TrainingRequest:
     """One training run: what it trains, the registered model its model goes to, and
-    (to continue a stopped run) the run and its last checkpoint."""
+    (to continue a stopped run) the run and its last checkpoint. A sweep that trains its
+    steps itself passes the tags `mlflow run` would have given the step's run (source,
+    entry point) as source_tags."""
 
     model: ModelConfig
     data: DataConfig
@@ -61,6 +63,7 @@ class TrainingRequest:
     registered_model: str = names.DEFAULT_REGISTERED_MODEL
     resume_run_id: str | None = None
     checkpoint: Checkpoint | None = None
+    source_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def alias(self) -> str:
@@ -315,7 +318,7 @@ def _log_missing_epochs(
 def train_tracked(request: TrainingRequest) -> str:
     """Train one configuration in an MLflow run and register the model; with
     request.resume_run_id, in that stopped run, from its checkpoint. Returns the run's id."""
-    tags, resumed = request.tags, request.resume_run_id
+    tags, resumed = {**request.tags, **request.source_tags}, request.resume_run_id
     if resumed is None:
         with runs.tracked_run(request.alias, tags, system_metrics=True) as run:
             return _train_in_run(run.info.run_id, request)
@@ -323,7 +326,7 @@ def train_tracked(request: TrainingRequest) -> str:
         record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resumed}
         with (
             runs.tracked_run(f"resume-{request.alias}", record),
-            runs.tracked_run(None, tags, nested=True, run_id=resumed, system_metrics=True),
+            runs.tracked_run(None, tags, run_id=resumed, system_metrics=True),
         ):
             return _train_in_run(resumed, request)
     with runs.tracked_run(None, tags, run_id=resumed, system_metrics=True):

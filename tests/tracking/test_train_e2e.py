@@ -220,6 +220,22 @@ def test_sweep_runs_every_step_as_a_child_of_one_parent(store, mnist_dir):
         "linear-d10-s0",
     ]
     assert {r.info.status for r in children} == {"FINISHED"}
+    # Trained in the sweep's process, each step's run is recorded as `mlflow run -e train`
+    # would record it: the project's source and commit, and the step's entry point.
+    (comparison,) = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "comparison"]
+    assert comparison.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    source = {k: v for k, v in parent.data.tags.items() if k.startswith("mlflow.source.")}
+    assert source["mlflow.source.type"] == "PROJECT" and "mlflow.source.git.commit" in source
+    for run in [*children, comparison]:
+        assert source.items() <= run.data.tags.items(), run.info.run_name
+    entry_points = {r.info.run_name: r.data.tags[names.TAG_ENTRY_POINT] for r in children}
+    assert entry_points == {
+        "conv-d3-s0": "train",
+        "conv-d10-s0": "train",
+        "linear-d10-s0": "train_linear",
+    }
+    assert comparison.data.tags[names.TAG_ENTRY_POINT] == "compare"
+    assert comparison.data.params["parent_run_id"] == parent.info.run_id
     client = store.client
     for alias in ("conv-d3-s0", "conv-d10-s0", "linear-d10-s0"):
         version = client.get_model_version_by_alias(names.DEFAULT_REGISTERED_MODEL, alias)
