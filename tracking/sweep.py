@@ -4,8 +4,8 @@ one parent run, then the `compare` entry point on them.
 With parallel=1 (the default) the sweep trains each step and compares in its own process,
 one after the other: a step's run gets the tags and parameters that `mlflow run -e train`
 would give it (source, git commit, entry point), and is rerun by that command, but pays no
-process start, imports or project launch (about 7 s a step). With parallel > 1 each step
-is its own `mlflow run` process, `parallel` at a time.
+process start, imports or project launch (README: Performance). With parallel > 1 each
+step is its own `mlflow run` process (tracking.launch), `parallel` at a time.
 
 A sweep is idempotent: a step whose configuration already has a FINISHED run (same entry
 point, same parameters as MLflow stores them, same dataset digest, same code version) is
@@ -14,18 +14,12 @@ not trained again but taken over, unless `force`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import mlflow
-import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.utils import mlflow_tags
 
 from pipeline.config import (
@@ -38,13 +32,10 @@ from pipeline.config import (
     to_params,
 )
 from pipeline.data import digest_for_limits, ensure_mnist
-from tracking import names, runs
+from tracking import launch, names, runs
 from tracking.registry import note_pickle_format, set_alias
 
-POLL_SECONDS = 0.2  # how often the sweep looks at its running steps and for a stop signal
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
-STOP_WAIT_SECONDS = 120  # for stopped steps to record their end (they stop within a step)
-FAILURE_CHARS = 300  # of a failed step's recorded reason, in the sweep's final error
 # What `mlflow run` records of the project on the runs it makes (the sweep's own run has
 # them): given to the runs the sweep makes in its own process, with their entry point.
 SOURCE_TAGS = (
@@ -73,8 +64,8 @@ class Step:
         return names.run_name(self.kind, self.latent_dim, self.seed)
 
 
-class SweepError(RuntimeError):
-    """One or more training steps failed."""
+class SweepError(runs.WorkError):
+    """One or more training steps failed (or the comparison did)."""
 
 
 @dataclass(frozen=True)
@@ -125,93 +116,6 @@ def _train_here(request: SweepRequest, step: Step) -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Launched:
-    """An entry point's process, started by `mlflow.projects.run` without waiting."""
-
-    label: str
-    submitted: SubmittedRun
-
-    def poll(self) -> int | None:
-        return self.submitted.command_proc.poll()
-
-
-def _launch(entry_point: str, params: dict, experiment_id: str, label: str) -> _Launched:
-    started = runs.now_ms()
-    try:
-        submitted = mlflow.projects.run(
-            str(runs.PROJECT_ROOT),
-            entry_point=entry_point,
-            parameters=params,
-            experiment_id=experiment_id,
-            run_name=label if entry_point != "compare" else None,
-            env_manager="local",  # not inherited from the outer `mlflow run`
-            synchronous=False,  # waited for by _wait, which passes a stop signal on
-        )
-    except Exception as exc:  # its process did not start: no run may stay RUNNING
-        runs.fail_unstarted(experiment_id, entry_point, started, exc)
-        raise
-    return _Launched(label, submitted)
-
-
-def _wait(running: list[_Launched]) -> list[tuple[_Launched, int]]:
-    """Wait until at least one running process exits; return those that did, with their
-    exit codes. On a stop signal, pass it on (SIGTERM: each ends its run KILLED), wait for
-    them, then raise."""
-    while True:
-        if runs.stop_requested():
-            _stop_all(running)
-            runs.stop_if_requested()
-        done = [(launched, code) for launched in running if (code := launched.poll()) is not None]
-        if done:
-            return done
-        time.sleep(POLL_SECONDS)
-
-
-def _stop_all(running: list[_Launched]) -> None:
-    """SIGTERM every running step (its `mlflow run` process group) and wait until the
-    training processes themselves have ended their runs KILLED."""
-    processes = []
-    for launched in running:
-        with contextlib.suppress(psutil.Error):
-            pid = launched.submitted.command_proc.pid
-            processes += psutil.Process(pid).children(recursive=True)
-        launched.submitted.cancel()  # SIGTERM to the group; waits for `mlflow run` only
-    psutil.wait_procs(processes, timeout=STOP_WAIT_SECONDS)
-    for launched in running:  # a step that had not yet set up its signal handling
-        runs.end_if_running(
-            launched.submitted.run_id, "KILLED", "stopped with the sweep before it started"
-        )
-
-
-def _settle(launched: _Launched, returncode: int) -> bool:
-    """Whether an exited step's run FINISHED (runs.end_exited decides); says so when its
-    `mlflow run` exited non-zero all the same."""
-    status = runs.end_exited(launched.submitted.run_id, returncode)
-    if status == "FINISHED" and returncode != 0:
-        print(
-            f"warning: {launched.label}'s run FINISHED, but its `mlflow run` exited with "
-            f"code {returncode}: see its output above",
-            flush=True,
-        )
-    return status == "FINISHED"
-
-
-def _report_failure(launched: _Launched, returncode: int) -> str:
-    """Print why a step failed (its run's recorded reason) and return its label with it."""
-    reason = MlflowClient().get_run(launched.submitted.run_id).data.tags.get(names.TAG_FAILURE, "")
-    reason = reason or "no reason recorded: see the step's output above"
-    print(f"{launched.label} failed (exit code {returncode}): {reason}", flush=True)
-    if "database is locked" in reason:
-        print(
-            "hint: parallel steps share one SQLite file, and SQLite let one wait too long; "
-            "run again with parallel=1 (finished steps are reused), or use a tracking "
-            "server (README: team setup)",
-            flush=True,
-        )
-    return f"{launched.label} ({reason[:FAILURE_CHARS]})"
-
-
 def reusable_run(
     step: Step, params: dict[str, str], experiment_id: str, digest: str, version: str
 ) -> Run | None:
@@ -245,23 +149,6 @@ def _reuse(run: Run, step: Step, registered: str) -> None:
         "force=true trains it again.",
         flush=True,
     )
-
-
-def _own_environment() -> None:
-    """Launch the steps with this interpreter's environment: `mlflow.projects.run` starts
-    `mlflow` by name, and `mlflow run` starts `python` by name, from PATH. Called as
-    `.venv/bin/python -m tracking.cli sweep` with the virtualenv not on PATH, they would
-    find no `mlflow` (or a Python without the project's dependencies)."""
-    bin_dir = str(Path(sys.executable).parent)
-    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-
-
-def _share_cores(parallel: int) -> None:
-    """Split the cores among parallel steps (torch reads OMP_NUM_THREADS when it starts)
-    unless the user set the thread count."""
-    if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
 
 
 def run_sweep(request: SweepRequest) -> str:
@@ -304,8 +191,8 @@ def _begin(request: SweepRequest) -> list[Step]:
     note_pickle_format()  # once for every step
     with runs.interruptible():
         ensure_mnist(request.data.data_dir)  # fetch once, before the children start
-    _share_cores(sweep.parallel)
-    _own_environment()
+    launch.share_cores(sweep.parallel)
+    launch.own_environment()
     return steps
 
 
@@ -329,11 +216,13 @@ class _Steps:
                 print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
                 if not self.reuse(step):
                     params = self.request.step_parameters(step)
-                    running.append(_launch(step.entry_point, params, self.experiment_id, step.name))
-            for launched, code in _wait(running) if running else ():
+                    running.append(
+                        launch.launch(step.entry_point, params, self.experiment_id, step.name)
+                    )
+            for launched, code in launch.wait_any(running) if running else ():
                 running.remove(launched)
-                if not _settle(launched, code):
-                    failed.append(_report_failure(launched, code))
+                if not launch.settle(launched, code):
+                    failed.append(launch.report_failure(launched, code))
         return failed
 
     def run_here(self, steps: list[Step]) -> list[str]:
@@ -350,7 +239,7 @@ class _Steps:
             except Exception as exc:  # its run ended FAILED with the reason: go on
                 reason = one_line(exc)
                 print(f"{step.name} failed: {reason}", flush=True)
-                failed.append(f"{step.name} ({reason[:FAILURE_CHARS]})")
+                failed.append(f"{step.name} ({reason[: launch.FAILURE_CHARS]})")
         return failed
 
     def reuse(self, step: Step) -> bool:

@@ -4,7 +4,7 @@ creates the step's run before it starts `mlflow run`."""
 import mlflow
 import pytest
 
-from tracking import names, sweep
+from tracking import launch, names
 
 
 def test_a_step_that_cannot_start_ends_its_run_failed(store, monkeypatch, tmp_path):
@@ -13,7 +13,7 @@ def test_a_step_that_cannot_start_ends_its_run_failed(store, monkeypatch, tmp_pa
     experiment_id = store.client.create_experiment("launch")
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))  # no `mlflow` to start
     with mlflow.start_run(experiment_id=experiment_id) as parent, pytest.raises(FileNotFoundError):
-        sweep._launch("train", {"latent_dim": "3"}, experiment_id, "conv-d3-s0")
+        launch.launch("train", {"latent_dim": "3"}, experiment_id, "conv-d3-s0")
     (step,) = [r for r in store.runs() if r.info.run_id != parent.info.run_id]
     assert step.data.tags[names.TAG_ENTRY_POINT] == "train"
     assert step.info.status == "FAILED"
