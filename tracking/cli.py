@@ -247,6 +247,7 @@ def _work(work: Callable[[], object]) -> int:
     from pipeline.tensors import flush_denormals
     from tracking.runs import (
         Terminated,
+        WorkError,
         choose_experiment,
         guard_killed_status,
         install_signal_handlers,
@@ -262,6 +263,9 @@ def _work(work: Callable[[], object]) -> int:
         guard_killed_status(pending_run)
         print(f"stopped: {exc or 'interrupted'}; the run was marked KILLED", file=sys.stderr)
         return 130
+    except WorkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except MlflowException as exc:  # the tracking server or store failed mid-run
         print(f"error: {' '.join(str(exc).split())[:2000]}", file=sys.stderr)
         return 1

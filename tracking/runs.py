@@ -33,6 +33,11 @@ KILLED_REASONS = ("interrupted", "Terminated", "KeyboardInterrupt")  # see track
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
+class WorkError(RuntimeError):
+    """Work that failed with every failure recorded on its runs and printed as it
+    happened: the command ends with this one-line summary, exit code 1, no traceback."""
+
+
 class Terminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM (as `mlflow run` sends
     to its child when it is interrupted), so that the run can end KILLED."""

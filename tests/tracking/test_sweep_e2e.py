@@ -137,3 +137,22 @@ def test_parallel_steps_log_every_epoch_exactly_once(store, mnist_dir):
         for key in names.EPOCH_METRICS:
             history = store.client.get_metric_history(run.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+
+
+def test_a_failing_step_ends_its_run_failed_and_the_sweep_goes_on(store, mnist_dir):
+    # At lr=100 the conv model's output goes constant within its health window, and with
+    # no restart allowed its step fails; the linear baseline still trains.
+    args = sweep_args(mnist_dir, latent_dims="3", lr=100, max_restarts=0)
+    result = store.cli("sweep", *args)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    collapse = "CollapseError: no initialisation learned: seed 0 and its 0 restart seeds"
+    assert line.startswith(f"error: 1 of 2 training steps failed: conv-d3-s0 ({collapse}")
+    runs = {r.info.run_name: r for r in training_runs(store)}
+    assert runs["conv-d3-s0"].info.status == "FAILED"
+    assert runs["conv-d3-s0"].data.tags[names.TAG_FAILURE].startswith(collapse)
+    assert runs["linear-d10-s0"].info.status == "FINISHED"
+    sweep = newest_sweep(store)
+    assert sweep.info.status == "FAILED"
+    assert compared_names(store, sweep.info.run_id) == ["linear-d10-s0"]
