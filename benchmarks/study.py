@@ -2,11 +2,12 @@
 
 Runs `mlflow run <project> -e main --env-manager local --experiment-name
 latent-size-study` in a fresh temporary folder, so that it uses MLflow's embedded default
-store (./mlflow.db there), samples the memory of the whole process tree, then reads the
-tracking overhead back from the runs (tracking_seconds against the epochs' training
-time), and the study's results: every run's test MSE after its first and last epoch, and
-per configuration the mean, spread and min/max ratio over seeds, with each
-configuration's distance to its PCA floor from the comparison's report.
+store (./mlflow.db there), samples the memory of the whole process tree, then reads back
+from the runs the tracking overhead (tracking_seconds against the epochs' training time),
+the study overhead (the wall time against the sum of every epoch's time), and the study's
+results: every run's test MSE after its first and last epoch, and per configuration the
+mean, spread and min/max ratio over seeds, with each configuration's distance to its PCA
+floor from the comparison's report.
 
     .venv/bin/python -m benchmarks.study                       # the full default study
     .venv/bin/python -m benchmarks.study -P seeds=0,1,2        # three seeds of everything
@@ -173,6 +174,10 @@ def main() -> None:
         print(
             f"  tracking overhead, all runs: {tracked:.1f} s of {trained:.0f} s "
             f"({tracked / trained:.2%})"
+        )
+        print(
+            f"  study overhead: wall time {wall:.1f} s for {trained:.1f} s of epochs, "
+            f"{wall / trained:.3f}x (host {torch.backends.cpu.get_cpu_capability()})"
         )
     if runs is not None:
         print_results(runs, report)

@@ -56,6 +56,11 @@ def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
     for model in ("conv-d3-s0", "linear-d10-s0"):
         assert any(line.split()[:2] == [model, "tracking"] for line in out.splitlines()), model
     assert "tracking overhead, all runs:" in out
+    (study,) = [line.split() for line in out.splitlines() if "study overhead: wall time" in line]
+    wall, epochs, ratio = float(study[4]), float(study[7]), float(study[11].rstrip("x"))
+    assert 0 < epochs < wall, study
+    half = 0.05  # both printed to 0.1 s
+    assert (wall - half) / (epochs + half) <= ratio <= (wall + half) / (epochs - half), study
     assert "host: " in out and "highest epoch-1 test MSE of any run:" in out
     for config in ("conv-d3", "linear-d10"):  # the results, per configuration
         assert any(line.split()[:3] == [config, "test", "MSE"] for line in out.splitlines())
