@@ -1,4 +1,4 @@
-"""A sweep step whose process cannot start leaves no run RUNNING: `mlflow.projects.run`
+"""A parallel sweep step whose process cannot start leaves no run RUNNING: `mlflow.projects.run`
 creates the step's run before it starts `mlflow run`."""
 
 import mlflow
