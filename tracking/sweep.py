@@ -93,15 +93,17 @@ class SweepRequest:
         return {k: str(v) for k, v in params.items()}
 
 
-def source_tags(entry_point: str) -> dict[str, str]:
-    """The tags `mlflow run` gives a run of this project's `entry_point`: the active
-    (sweep) run's source tags, with that entry point."""
-    sweep = MlflowClient().get_run(mlflow.active_run().info.run_id).data.tags
-    found = {key: sweep[key] for key in SOURCE_TAGS if key in sweep}
-    return {**found, names.TAG_ENTRY_POINT: entry_point}
+def project_source(sweep: Run) -> dict[str, str]:
+    """What `mlflow run` recorded of the project on the sweep's run (SOURCE_TAGS)."""
+    return {key: sweep.data.tags[key] for key in SOURCE_TAGS if key in sweep.data.tags}
 
 
-def _train_here(request: SweepRequest, step: Step) -> None:
+def entry_point_tags(source: dict[str, str], entry_point: str) -> dict[str, str]:
+    """The tags `mlflow run` gives a run of this project's `entry_point`."""
+    return {**source, names.TAG_ENTRY_POINT: entry_point}
+
+
+def _train_here(request: SweepRequest, step: Step, source: dict[str, str]) -> None:
     """Train the step in this process, in a child run of the active (sweep) run."""
     from tracking.training import TrainingRequest, train_tracked
 
@@ -111,7 +113,7 @@ def _train_here(request: SweepRequest, step: Step) -> None:
             request.data,
             replace(request.train, seed=step.seed),
             request.registered_model,
-            source_tags=source_tags(step.entry_point),
+            source_tags=entry_point_tags(source, step.entry_point),
         )
     )
 
@@ -161,7 +163,8 @@ def run_sweep(request: SweepRequest) -> str:
         steps = _begin(request)
         experiment_id = parent.info.experiment_id
         start = time.perf_counter()
-        failed = _Steps(request, experiment_id, version).run(steps)
+        source = project_source(parent)
+        failed = _Steps(request, experiment_id, version, source).run(steps)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:
@@ -169,7 +172,7 @@ def run_sweep(request: SweepRequest) -> str:
                 f"{len(failed)} of {len(steps)} training steps failed: {', '.join(failed)}"
             )
         # Compare whatever finished: the report lists the failed runs as excluded.
-        if len(failed) < len(steps) and not _compare(parent.info.run_id, request):
+        if len(failed) < len(steps) and not _compare(parent.info.run_id, request, source):
             problems.append("the comparison failed")
         print(runs.ui_hint(experiment_id), flush=True)
         if problems:
@@ -203,6 +206,8 @@ class _Steps:
     request: SweepRequest
     experiment_id: str
     version: str
+    source: dict[str, str]
+    """project_source of the sweep: for the runs made in this process."""
     reused: list[str] = field(default_factory=list)
 
     def run(self, steps: list[Step]) -> list[str]:
@@ -235,7 +240,7 @@ class _Steps:
             if self.reuse(step):
                 continue
             try:
-                _train_here(self.request, step)
+                _train_here(self.request, step, self.source)
             except Exception as exc:  # its run ended FAILED with the reason: go on
                 reason = one_line(exc)
                 print(f"{step.name} failed: {reason}", flush=True)
@@ -258,7 +263,7 @@ class _Steps:
         return True
 
 
-def _compare(parent_run_id: str, request: SweepRequest) -> bool:
+def _compare(parent_run_id: str, request: SweepRequest, source: dict[str, str]) -> bool:
     """The `compare` entry point on this sweep's runs, in this process; returns whether it
     succeeded. Its run records the entry point and parameters `mlflow run` would give it,
     and is rerun by `mlflow run . -e compare -P parent_run_id=...`."""
@@ -270,13 +275,13 @@ def _compare(parent_run_id: str, request: SweepRequest) -> bool:
     params = {
         "parent_run_id": parent_run_id,
         "all_finished": "false",
-        "margin": str(config.margin),
-        "data_dir": config.data_dir,
+        **{k: str(v) for k, v in to_params(config).items()},
         "registered_model": request.registered_model,
     }
     try:
         runset = find_runs(parent_run_id)
-        run_compare(runset, config, request.registered_model, source_tags("compare"), params)
+        tags = entry_point_tags(source, "compare")
+        run_compare(runset, config, request.registered_model, tags, params)
     except Exception as exc:  # its run (if it began) ended FAILED with the reason
         print(f"compare failed: {one_line(exc)}", flush=True)
         return False
