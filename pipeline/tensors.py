@@ -45,6 +45,33 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 @torch.inference_mode()
+def squared_error(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+    codes: list[torch.Tensor] | None = None,
+    total: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The summed squared error of model(x) against x, a float64 scalar tensor. Given
+    `total` (what an earlier call returned for the images before x), goes on from it: a
+    pass split at a multiple of batch_size gives the one pass's sum, bit for bit. Given a
+    list as `codes`, appends each batch's codes to it (float, on the CPU) in the same pass."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device) if total is None else total
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size]
+        z = model.encode(batch)  # forward() is decode(encode(x)): the same numbers
+        if codes is not None:
+            codes.append(z.float().cpu())
+        total = total + F.mse_loss(model.decode(z), batch, reduction="sum").double()
+    return total
+
+
+def per_pixel(total: torch.Tensor, x: torch.Tensor) -> float:
+    """A squared_error sum over x as the per-sample, per-pixel mean."""
+    return total.item() / x[0].numel() / len(x)
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -53,15 +80,7 @@ def evaluate(
 ) -> float:
     """Per-sample, per-pixel mean squared error of model(x) against x. Given a list as
     `codes`, appends each batch's codes to it (float, on the CPU) in the same pass."""
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        batch = x[i : i + batch_size]
-        z = model.encode(batch)  # forward() is decode(encode(x)): the same numbers
-        if codes is not None:
-            codes.append(z.float().cpu())
-        total += F.mse_loss(model.decode(z), batch, reduction="sum").double()
-    return total.item() / x[0].numel() / len(x)
+    return per_pixel(squared_error(model, x, batch_size, codes), x)
 
 
 @torch.inference_mode()

@@ -35,10 +35,13 @@ from pipeline.health import (
     look,
 )
 from pipeline.tensors import (
+    EVAL_BATCH,
     evaluate,
     flush_denormals,
+    per_pixel,
     prepare_model,
     resolve_device,
+    squared_error,
     to_model_input,
 )
 
@@ -50,8 +53,10 @@ FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 RESTART_STRIDE = MAX_SEED
 # The per-epoch gap compares test MSE with the training MSE of the same weights, measured
 # on this many fixed training images (the first ones): as many as the test set holds, at
-# a sixth of the cost of the whole training set.
+# a sixth of the cost of the whole training set. A multiple of EVAL_BATCH: after the last
+# epoch the pass over the whole training set goes on from these images (see _FinalPass).
 TRAIN_EVAL_SIZE = 10_000
+assert TRAIN_EVAL_SIZE % EVAL_BATCH == 0
 
 
 class CollapseError(RuntimeError):
@@ -110,6 +115,8 @@ class TrainResult:
     """Per-sample MSE over the whole training set with the final weights."""
     train_codes: torch.Tensor | None = None
     """The training set's codes with the final weights (n, d), from the same pass."""
+    test_codes: torch.Tensor | None = None
+    """The test set's codes with the final weights (n, d), from the last epoch's test MSE."""
 
     @property
     def final(self) -> EpochResult:
@@ -294,6 +301,27 @@ def _train_epoch(att: _Attempt, x: torch.Tensor, epoch: int) -> float:
     return loss_sum.item() / len(x)
 
 
+@dataclass
+class _FinalPass:
+    """The final weights' evaluation, begun by the last epoch's: the test codes from its
+    test MSE, and the pass over the training set that its first TRAIN_EVAL_SIZE images
+    (the epoch's train_eval_mse) begin. finish() goes on over the rest, so no image is
+    evaluated twice with the same weights."""
+
+    head: torch.Tensor
+    """squared_error over the first TRAIN_EVAL_SIZE training images."""
+    train_codes: list[torch.Tensor]
+    test_codes: list[torch.Tensor]
+
+    def finish(self, model: nn.Module, x_train: torch.Tensor, result: TrainResult) -> None:
+        """Set result's final_train_mse, train_codes and test_codes."""
+        rest = x_train[TRAIN_EVAL_SIZE:]
+        total = squared_error(model, rest, codes=self.train_codes, total=self.head)
+        result.final_train_mse = per_pixel(total, x_train)
+        result.train_codes = torch.cat(self.train_codes)
+        result.test_codes = torch.cat(self.test_codes)
+
+
 def _run_epochs(
     att: _Attempt,
     data: tuple[torch.Tensor, torch.Tensor],
@@ -301,11 +329,13 @@ def _run_epochs(
     history: list[EpochResult],
     after_epoch: Callable[[EpochResult], None],
     log: Callable[[str], None],
-) -> None:
+) -> _FinalPass:
     """Train from the epoch after `history` to cfg.epochs, appending each epoch's result
-    and passing it to after_epoch. A constant output now cannot be undone: it raises."""
+    and passing it to after_epoch; returns the last epoch's evaluation, to be finished.
+    A constant output now cannot be undone: it raises."""
     x_train, x_test = data
-    probe = x_train[:PROBE_SIZE]
+    probe, head = x_train[:PROBE_SIZE], x_train[:TRAIN_EVAL_SIZE]
+    final = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter() - (att.partial.seconds if att.partial else 0.0)
         train_mse = _train_epoch(att, x_train, epoch)
@@ -316,12 +346,17 @@ def _run_epochs(
                 f"model collapsed to a constant output at epoch {epoch}, step {att.step} "
                 f"(seed {att.seed}, output std {seen.output_std:.1e})"
             )
-        test_mse = evaluate(att.model, x_test)
+        last = epoch == cfg.epochs  # its evaluation begins the final pass: keep the codes
+        test_codes, train_codes = ([], []) if last else (None, None)
+        test_mse = evaluate(att.model, x_test, codes=test_codes)
+        head_error = squared_error(att.model, head, codes=train_codes)
+        if last:
+            final = _FinalPass(head_error, train_codes, test_codes)
         result = EpochResult(
             epoch=epoch,
             train_mse=train_mse,
             test_mse=test_mse,
-            train_eval_mse=evaluate(att.model, x_train[:TRAIN_EVAL_SIZE]),
+            train_eval_mse=per_pixel(head_error, head),
             seconds=time.perf_counter() - start,
             images_per_second=len(x_train) / train_seconds,
         )
@@ -331,6 +366,8 @@ def _run_epochs(
         )
         history.append(result)
         after_epoch(result)
+    assert final is not None, "check_resumable leaves the last epoch to train"
+    return final
 
 
 def fit(
@@ -375,11 +412,9 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(result, att.model)
 
-    _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
+    final = _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
     result = TrainResult(att.model, history, att.seed, restarts)
-    codes: list[torch.Tensor] = []
-    result.final_train_mse = evaluate(att.model, x_train, codes=codes)
-    result.train_codes = torch.cat(codes)
+    final.finish(att.model, x_train, result)  # check_resumable: the last epoch ran here
     return result
 
 

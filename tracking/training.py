@@ -31,7 +31,7 @@ from pipeline.config import (
 from pipeline.data import Mnist, load_mnist
 from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
 from pipeline.images import reconstruction_grid, sample_indices
-from pipeline.latent import encode_all, latent_quality
+from pipeline.latent import latent_quality
 from pipeline.models import build_model, count_params
 from pipeline.tensors import reconstruct, resolve_device, to_model_input, to_unit
 from pipeline.train import (
@@ -195,17 +195,16 @@ def _log_summary(
 
 
 def _latent_quality(result: TrainResult, data: Mnist, device: torch.device) -> dict[str, float]:
-    """kNN accuracy and silhouette of the final model's codes (the training set's come
-    from fit), the spread of its outputs (collapse), and what they cost, as summary
+    """kNN accuracy and silhouette of the final model's codes (from fit's final
+    evaluation), the spread of its outputs (collapse), and what they cost, as summary
     metrics."""
     start, model = time.perf_counter(), result.model
     with runs.interruptible():
         spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
-        test_codes = encode_all(model, data.test.images, device)
         accuracy, silhouette = latent_quality(
             result.train_codes.numpy(),
             data.train.labels.numpy(),
-            test_codes,
+            result.test_codes.numpy(),
             data.test.labels.numpy(),
         )
     return {

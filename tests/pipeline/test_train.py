@@ -17,6 +17,7 @@ from pipeline.models import ConvAutoencoder, build_model
 from pipeline.tensors import EVAL_BATCH, evaluate, reconstruct, to_model_input
 from pipeline.train import (
     RESTART_STRIDE,
+    TRAIN_EVAL_SIZE,
     CollapseError,
     NonFiniteLossError,
     _Attempt,
@@ -109,18 +110,26 @@ def test_train_mse_is_a_per_sample_mean_over_uneven_batches(small):
     assert result.history[0].train_eval_mse == pytest.approx(expected, rel=1e-6)
 
 
-def test_the_final_pass_gives_the_training_codes_with_the_training_mse(small):
+@pytest.mark.parametrize("head", [TRAIN_EVAL_SIZE, EVAL_BATCH])
+def test_the_final_pass_gives_the_training_codes_with_the_training_mse(small, head, monkeypatch):
     """One pass over the training set gives both the final MSE and the codes for the kNN
-    metric: the same numbers as a separate forward pass and a separate encoding."""
-    result = fit(lambda: build_model("conv", 10), small, TrainConfig(epochs=1), **quiet())
+    metric, and the last epoch's evaluation gives the test codes: the same numbers as a
+    separate forward pass and separate encodings. With the training images evaluated
+    every epoch fewer than the slice (1000 of 1024), the pass goes on from them."""
+    monkeypatch.setattr("pipeline.train.TRAIN_EVAL_SIZE", head)
+    result = fit(lambda: build_model("conv", 10), small, TrainConfig(epochs=2), **quiet())
     cpu = torch.device("cpu")
     x = to_model_input(small.train.images, cpu)
     separate = torch.from_numpy(encode_all(result.model, small.train.images, cpu))
     assert torch.equal(result.train_codes, separate)
+    test_codes = torch.from_numpy(encode_all(result.model, small.test.images, cpu))
+    assert torch.equal(result.test_codes, test_codes)
     with torch.inference_mode():  # model(batch), as the MSE was measured before
         batches = x.split(EVAL_BATCH)
         total = sum(F.mse_loss(result.model(b), b, reduction="sum").double() for b in batches)
     assert result.final_train_mse == total.item() / x.numel()
+    assert result.final.train_eval_mse == evaluate(result.model, x[:head])
+    assert result.final.test_mse == evaluate(result.model, to_model_input(small.test.images, cpu))
 
 
 def test_evaluate_does_not_depend_on_the_batch_size(small):
