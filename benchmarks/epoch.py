@@ -35,6 +35,7 @@ from pipeline.data import ensure_mnist, limited_size, load_mnist
 from pipeline.models import build_model
 from pipeline.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.train import fit
+from tracking.host import instruction_set
 
 MODELS = (("conv", 100), ("linear", 10))
 GEMM_SIZE = 2048  # square float32 matrices: large enough for the library's best rate
@@ -163,7 +164,10 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=0)
     args = parser.parse_args()
     ensure_mnist(args.data_dir, log=lambda _: None)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs")
+    print(
+        f"host: {instruction_set()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.epochs} epochs"
+    )
     n_train = limited_size("train", args.train_limit)
     for kind, latent in MODELS:
         out = compare(kind, latent, args)

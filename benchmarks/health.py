@@ -44,6 +44,7 @@ from pipeline.health import (
 from pipeline.models import CONV_INITS, ConvAutoencoder
 from pipeline.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.train import _Attempt
+from tracking.host import instruction_set
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
 PROBE_EVERY = 25  # steps between the looks this benchmark prints (fit looks at the end only)
@@ -88,7 +89,7 @@ def main() -> None:
     x, x_test = (to_model_input(s.images, cpu) for s in (data.train, data.test))
     steps = max(args.steps or math.ceil(len(x) / TrainConfig().batch_size), HEALTH_WINDOW)
     print(
-        f"host: {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; "
+        f"host: {instruction_set()}, {torch.get_num_threads()} threads; "
         f"init {args.init}; window {HEALTH_WINDOW} steps, probe every {PROBE_EVERY}; "
         f"plateau at >= {PLATEAU_RATIO} x the all-black loss; stuck: test MSE > {STUCK_MSE} "
         f"after {steps} steps"

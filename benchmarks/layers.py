@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.epoch import flops_per_image, gemm_rate
 from pipeline.models import ConvAutoencoder
 from pipeline.tensors import flush_denormals
+from tracking.host import instruction_set
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -191,7 +192,7 @@ def main() -> None:
     model = ConvAutoencoder(args.latent_dim).to(memory_format=torch.channels_last)
     rate = gemm_rate()
     print(
-        f"host: {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; "
+        f"host: {instruction_set()}, {torch.get_num_threads()} threads; "
         f"d={args.latent_dim}, batch {args.batch}; float32 matrix multiply {rate / 1e9:.0f} "
         "GFLOP/s"
     )

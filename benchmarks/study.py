@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import torch
 from mlflow import MlflowClient
 
 from tracking import names
+from tracking.host import instruction_set
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def results(store: str, into: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def print_results(runs: pd.DataFrame, report: pd.DataFrame) -> None:
-    print(f"\nhost: {torch.backends.cpu.get_cpu_capability()}")
+    print(f"\nhost: {instruction_set()}")
     print(runs.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
     print(f"  highest epoch-1 test MSE of any run: {runs['epoch1_test_mse'].max():.5f}")
     table = report.set_index("model")
@@ -177,7 +177,7 @@ def main() -> None:
         )
         print(
             f"  study overhead: wall time {wall:.1f} s for {trained:.1f} s of epochs, "
-            f"{wall / trained:.3f}x (host {torch.backends.cpu.get_cpu_capability()})"
+            f"{wall / trained:.3f}x (host {instruction_set()})"
         )
     if runs is not None:
         print_results(runs, report)

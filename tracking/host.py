@@ -6,6 +6,7 @@ AVX2 than on AVX-512), so every run says which one torch used.
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+"""What holds torch's own, oneDNN's and MKL's kernels below the CPU's instruction set.
+With all three set to AVX2, an AVX-512 CPU runs the kernels an AVX2 host runs (at its
+own clock, caches and memory, so the times are not an AVX2 host's)."""
+
+
+def instruction_set() -> str:
+    """The instruction set torch's kernels use, e.g. "AVX512"; with the kernel limits that
+    are set, e.g. "AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2)"."""
+    import torch
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    limits = [f"{name}={os.environ[name]}" for name in KERNEL_LIMITS if os.environ.get(name)]
+    return f"{isa} ({', '.join(limits)})" if limits else isa
+
+
 @cache
 def host_tags() -> dict[str, str]:
     import mlflow  # here, so that describe() costs no import of torch or mlflow
@@ -32,7 +49,7 @@ def host_tags() -> dict[str, str]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         names.TAG_HOST_CPU: cpu_model(),
-        names.TAG_HOST_ISA: torch.backends.cpu.get_cpu_capability(),
+        names.TAG_HOST_ISA: instruction_set(),
         names.TAG_HOST_THREADS: str(torch.get_num_threads()),
         names.TAG_HOST_GPU: gpu,
         names.TAG_TORCH_VERSION: torch.__version__,

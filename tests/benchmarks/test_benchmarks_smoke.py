@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from tracking.host import KERNEL_LIMITS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -19,9 +22,11 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def run_benchmark(name: str, *args: str, cwd: Path) -> str:
-    """`python -m benchmarks.NAME ARGS` in cwd; its output, once it exited 0 leaving cwd empty."""
+def run_benchmark(name: str, *args: str, cwd: Path, limits: dict[str, str] | None = None) -> str:
+    """`python -m benchmarks.NAME ARGS` in cwd, with kernel limits in its environment if
+    given; its output, once it exited 0 leaving cwd empty."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = {k: v for k, v in env.items() if k not in KERNEL_LIMITS} | (limits or {})
     env.update(PYTHONPATH=str(REPO_ROOT), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", *args],
@@ -89,11 +94,24 @@ def test_health_benchmark_prints_a_verdict_per_latent_size_and_seed(tmp_path, mn
         assert row[15] in ("learned", "stuck", "late")
 
 
-def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_path):
-    out = run_benchmark("layers", "--repeats", "2", cwd=tmp_path)
+AVX2_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+@pytest.mark.parametrize("limits", [{}, AVX2_KERNELS], ids=["native", "avx2-kernels"])
+def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_path, limits):
+    """Also as the README runs it on an AVX-512 host to profile the AVX2 kernels: the
+    host line then names the limits."""
+    out = run_benchmark("layers", "--repeats", "2", cwd=tmp_path, limits=limits)
     rows = [line.split() for line in out.splitlines() if line.startswith(("encoder", "decoder"))]
     forms = [(row[0], row[3]) for row in rows]
     assert len({name for name, _ in forms}) == 8  # 3 conv, 2 linear, 3 transposed conv
     assert sum(form == "matmul" for _, form in forms) == 6
     assert sum(form == "fold" for _, form in forms) == 3
     assert "whole training step:" in out and "x the floor" in out
+    named = ", ".join(f"{k}={v}" for k, v in limits.items())
+    host = f"AVX2 ({named})" if limits else torch.backends.cpu.get_cpu_capability()
+    assert out.startswith(f"host: {host}, ")
