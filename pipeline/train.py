@@ -322,6 +322,19 @@ class _FinalPass:
         result.test_codes = torch.cat(self.test_codes)
 
 
+def _evaluate_epoch(
+    model: nn.Module, x_train: torch.Tensor, x_test: torch.Tensor, last: bool
+) -> tuple[float, float, _FinalPass | None]:
+    """An epoch's test_mse and train_eval_mse; after the last epoch also the final pass
+    they begin, with their codes."""
+    head = x_train[:TRAIN_EVAL_SIZE]
+    test_codes, train_codes = ([], []) if last else (None, None)
+    test_mse = evaluate(model, x_test, codes=test_codes)
+    head_error = squared_error(model, head, codes=train_codes)
+    final = _FinalPass(head_error, train_codes, test_codes) if last else None
+    return test_mse, per_pixel(head_error, head), final
+
+
 def _run_epochs(
     att: _Attempt,
     data: tuple[torch.Tensor, torch.Tensor],
@@ -334,8 +347,7 @@ def _run_epochs(
     and passing it to after_epoch; returns the last epoch's evaluation, to be finished.
     A constant output now cannot be undone: it raises."""
     x_train, x_test = data
-    probe, head = x_train[:PROBE_SIZE], x_train[:TRAIN_EVAL_SIZE]
-    final = None
+    probe, final = x_train[:PROBE_SIZE], None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter() - (att.partial.seconds if att.partial else 0.0)
         train_mse = _train_epoch(att, x_train, epoch)
@@ -346,17 +358,13 @@ def _run_epochs(
                 f"model collapsed to a constant output at epoch {epoch}, step {att.step} "
                 f"(seed {att.seed}, output std {seen.output_std:.1e})"
             )
-        last = epoch == cfg.epochs  # its evaluation begins the final pass: keep the codes
-        test_codes, train_codes = ([], []) if last else (None, None)
-        test_mse = evaluate(att.model, x_test, codes=test_codes)
-        head_error = squared_error(att.model, head, codes=train_codes)
-        if last:
-            final = _FinalPass(head_error, train_codes, test_codes)
+        last = epoch == cfg.epochs
+        test_mse, train_eval_mse, final = _evaluate_epoch(att.model, x_train, x_test, last)
         result = EpochResult(
             epoch=epoch,
             train_mse=train_mse,
             test_mse=test_mse,
-            train_eval_mse=per_pixel(head_error, head),
+            train_eval_mse=train_eval_mse,
             seconds=time.perf_counter() - start,
             images_per_second=len(x_train) / train_seconds,
         )
