@@ -107,7 +107,12 @@ def report_failure(launched: Launched, returncode: int) -> str:
             "server (README: team setup)",
             flush=True,
         )
-    return f"{launched.label} ({reason[:FAILURE_CHARS]})"
+    return failure_line(launched.label, reason)
+
+
+def failure_line(label: str, reason: str) -> str:
+    """A failed step with the start of its reason, for the sweep's final error."""
+    return f"{label} ({reason[:FAILURE_CHARS]})"
 
 
 def own_environment() -> None:

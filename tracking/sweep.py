@@ -218,8 +218,7 @@ class _Steps:
         while pending or running:
             while pending and len(running) < self.request.sweep.parallel:
                 i, step = pending.pop(0)
-                print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
-                if not self.reuse(step):
+                if self.to_train(step, i, len(steps)):
                     params = self.request.step_parameters(step)
                     running.append(
                         launch.launch(step.entry_point, params, self.experiment_id, step.name)
@@ -236,16 +235,20 @@ class _Steps:
         sweep's KILLED."""
         failed = []
         for i, step in enumerate(steps, 1):
-            print(f"\n=== [{i}/{len(steps)}] {step.name} ===", flush=True)
-            if self.reuse(step):
+            if not self.to_train(step, i, len(steps)):
                 continue
             try:
                 _train_here(self.request, step, self.source)
             except Exception as exc:  # its run ended FAILED with the reason: go on
                 reason = one_line(exc)
                 print(f"{step.name} failed: {reason}", flush=True)
-                failed.append(f"{step.name} ({reason[: launch.FAILURE_CHARS]})")
+                failed.append(launch.failure_line(step.name, reason))
         return failed
+
+    def to_train(self, step: Step, i: int, total: int) -> bool:
+        """Announce step i of total; whether it is to be trained (not taken over)."""
+        print(f"\n=== [{i}/{total}] {step.name} ===", flush=True)
+        return not self.reuse(step)
 
     def reuse(self, step: Step) -> bool:
         """Take over the step's matching FINISHED run, if it has one and not `force`."""

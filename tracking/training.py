@@ -113,6 +113,15 @@ class EpochLogger:
     def image(self, model: nn.Module) -> np.ndarray:
         return reconstruction_grid([self.originals, reconstruct(model, self.samples).numpy()])
 
+    def log_image(self, model: nn.Module, epoch: int) -> None:
+        # synchronous: by default an image with a step is written by a background
+        # queue whose thread polls once a second, and the process's exit waits for
+        # every run's queue in turn (a sweep's process holds one per step). An image
+        # an epoch is cheap to write at once, and then counts in tracking_seconds.
+        mlflow.log_image(
+            self.image(model), key=names.RECONSTRUCTION_KEY, step=epoch, synchronous=True
+        )
+
     @staticmethod
     def metrics(result: EpochResult) -> dict[str, float]:
         return {
@@ -126,13 +135,7 @@ class EpochLogger:
     def __call__(self, result: EpochResult, model: nn.Module) -> None:
         with self.timer.timing():
             mlflow.log_metrics(self.metrics(result), step=result.epoch)
-            # synchronous: by default an image with a step is written by a background
-            # queue whose thread polls once a second, and the process's exit waits for
-            # every run's queue in turn (a sweep's process holds one per step). An image
-            # an epoch is cheap to write at once, and then counts in tracking_seconds.
-            mlflow.log_image(
-                self.image(model), key=names.RECONSTRUCTION_KEY, step=result.epoch, synchronous=True
-            )
+            self.log_image(model, result.epoch)
 
 
 def record_restart(event: Restart) -> None:
@@ -317,7 +320,7 @@ def _log_missing_epochs(
     for record in missing:
         mlflow.log_metrics(EpochLogger.metrics(EpochResult(**record)), step=record["epoch"])
     last = missing[-1]["epoch"]
-    mlflow.log_image(logger.image(model), key=names.RECONSTRUCTION_KEY, step=last, synchronous=True)
+    logger.log_image(model, last)
 
 
 def train_tracked(request: TrainingRequest) -> str:

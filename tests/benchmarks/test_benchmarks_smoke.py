@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 def run_benchmark(name: str, *args: str, cwd: Path, limits: dict[str, str] | None = None) -> str:
     """`python -m benchmarks.NAME ARGS` in cwd, with kernel limits in its environment if
     given; its output, once it exited 0 leaving cwd empty."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env = {k: v for k, v in env.items() if k not in KERNEL_LIMITS} | (limits or {})
+    inherited = os.environ.items()
+    env = {k: v for k, v in inherited if not k.startswith("MLFLOW_") and k not in KERNEL_LIMITS}
+    env |= limits or {}
     env.update(PYTHONPATH=str(REPO_ROOT), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", *args],
