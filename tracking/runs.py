@@ -21,6 +21,7 @@ from mlflow.environment_variables import (
     MLFLOW_EXPERIMENT_NAME,
     MLFLOW_RUN_ID,
 )
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import one_line
 from tracking import names
@@ -285,6 +286,19 @@ def append_tag_line(key: str, line: str) -> None:
     run_id = mlflow.active_run().info.run_id
     previous = MlflowClient().get_run(run_id).data.tags.get(key)
     mlflow.set_tag(key, f"{previous}\n{line}" if previous else line)
+
+
+def log_datasets(datasets: dict[str, mlflow.data.Dataset]) -> None:
+    """Link each dataset to the active run under its context (training, testing).
+    An experiment keeps one row per dataset, which MLflow finds or else inserts. Runs
+    starting together (a parallel sweep) can all miss it and insert it together: all but
+    one fail on the unique constraint, and nothing of theirs is written. Logging again
+    then finds the row, and never links it twice, so one retry is safe."""
+    for context, dataset in datasets.items():
+        try:
+            mlflow.log_input(dataset, context=context)
+        except MlflowException:
+            mlflow.log_input(dataset, context=context)
 
 
 def log_new_params(params: dict[str, object]) -> None:

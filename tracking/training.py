@@ -381,8 +381,7 @@ def _start(run_id: str, request: TrainingRequest, timer: TrackingTimer) -> tuple
     with timer.timing():
         datasets = _datasets(data)
         if checkpoint is None:
-            for context, dataset in datasets.items():
-                mlflow.log_input(dataset, context=context)
+            runs.log_datasets(datasets)
             return data, logger, datasets, 0.0
         _log_missing_epochs(run_id, checkpoint, logger, build_model(model.kind, model.latent_dim))
         runs.append_tag_line(names.TAG_RESUMED, f"after epoch {checkpoint['epoch']}")
