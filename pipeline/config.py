@@ -34,6 +34,12 @@ class ConfigError(ValueError):
     """A parameter is outside what is allowed; the message names it."""
 
 
+class TrainingFailed(RuntimeError):
+    """An allowed configuration that training showed cannot work (pipeline.train's
+    errors); the message says why and what to change. Continuing the run from its last
+    checkpoint would fail alike."""
+
+
 def check_writable(data_dir: str | os.PathLike) -> None:
     """Raise ConfigError unless data_dir can be created and written; leaves nothing behind."""
     path = Path(data_dir).absolute()

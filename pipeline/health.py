@@ -11,6 +11,9 @@ Two ways of not learning are seen on this model (README: *Training health*):
   (pre-sigmoid outputs pushed far negative, vanishing gradients). It may leave the
   plateau after epochs, or never.
 
+A third way is the learning rate's, not the initialisation's: **diverged**, the loss far
+above the all-black output's. No restart mends it, so it fails the run at once.
+
 The thresholds below were chosen from `python -m benchmarks.health --init pytorch` (the
 exercise's initialisation), which trains every latent size at seeds 0-9 through the
 window and then to the end of one epoch. From the model's default He initialisation all
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEALTHY, CONSTANT, PLATEAU = "healthy", "constant", "plateau"
+HEALTHY, CONSTANT, PLATEAU, DIVERGED = "healthy", "constant", "plateau", "diverged"
 
 CONSTANT_STD = 1e-4
 """Measured: healthy models' reconstructions vary by at least 2.7e-3 at every look;
@@ -33,6 +36,13 @@ collapsing ones fall under 5e-5 within 25 steps."""
 PLATEAU_RATIO = 0.8
 """A model whose probe MSE is still at least this fraction of the all-black output's MSE
 at the end of the window is on the plateau (see the README's table)."""
+DIVERGED_RATIO = 10.0
+"""A model whose probe MSE is at least this multiple of the all-black output's once the
+window is over has diverged: its steps overshoot (the learning rate is too large for it),
+which no other initialisation mends. No output within [0, 1] gets there (the worst one
+reaches 8.70x on the probe digits), so a sigmoid output never counts as diverged, only an
+unbounded one that grows. Measured: no look at any step of the 80 runs in the README's
+two tables came above 1.05."""
 HEALTH_WINDOW = 200
 """Steps an initialisation trains before it is judged."""
 PROBE_SIZE = 256
@@ -68,6 +78,7 @@ class Verdict:
         what = {
             CONSTANT: "constant output",
             PLATEAU: "stuck at the all-black loss",
+            DIVERGED: "diverged",
             HEALTHY: "healthy",
         }[self.state]
         return (
@@ -92,11 +103,17 @@ def is_constant(seen: Look) -> bool:
     return seen.output_std < CONSTANT_STD
 
 
+def has_diverged(seen: Look) -> bool:
+    return seen.step >= HEALTH_WINDOW and seen.black_ratio >= DIVERGED_RATIO
+
+
 def judge(seen: Look) -> Verdict:
     """The verdict on a look at the end of the window. A run too short to reach
     HEALTH_WINDOW steps is judged, at its end, on a constant output alone."""
     if is_constant(seen):
         return Verdict(CONSTANT, seen)
+    if has_diverged(seen):
+        return Verdict(DIVERGED, seen)
     if seen.step >= HEALTH_WINDOW and seen.black_ratio >= PLATEAU_RATIO:
         return Verdict(PLATEAU, seen)
     return Verdict(HEALTHY, seen)

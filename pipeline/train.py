@@ -24,12 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import MAX_SEED, TrainConfig
+from pipeline.config import MAX_SEED, TrainConfig, TrainingFailed
 from pipeline.data import Mnist
 from pipeline.health import (
+    DIVERGED,
     HEALTH_WINDOW,
     PROBE_SIZE,
+    Look,
     Verdict,
+    has_diverged,
     is_constant,
     judge,
     look,
@@ -59,12 +62,24 @@ TRAIN_EVAL_SIZE = 10_000
 assert TRAIN_EVAL_SIZE % EVAL_BATCH == 0
 
 
-class CollapseError(RuntimeError):
+class CollapseError(TrainingFailed):
     """No initialisation learned, or the model stopped learning after epochs were recorded."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingFailed):
     """The training loss became NaN or infinite."""
+
+
+class DivergedError(TrainingFailed):
+    """The model's loss rose far above the all-black output's: the learning rate is too
+    large for it (pipeline.health.DIVERGED_RATIO)."""
+
+    @classmethod
+    def at(cls, seen: Look, where: str, cfg: TrainConfig) -> DivergedError:
+        return cls(
+            f"training diverged at {where}, step {seen.step}: probe MSE {seen.loss:.3g}, "
+            f"{seen.black_ratio:.3g}x the all-black output's; lower lr (now {cfg.lr:g})"
+        )
 
 
 @dataclass(frozen=True)
@@ -252,7 +267,8 @@ def choose_init(
 ) -> tuple[_Attempt, list[Restart]]:
     """The first of cfg.seed and its restart seeds whose initialisation passes the health
     window, as trained through the window, and the restarts it took. Raises
-    CollapseError after cfg.max_restarts failed restarts."""
+    CollapseError after cfg.max_restarts failed restarts, and DivergedError at once: a
+    learning rate too large for the model fails every seed alike."""
     total_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
     restarts: list[Restart] = []
     for attempt in range(cfg.max_restarts + 1):
@@ -261,6 +277,8 @@ def choose_init(
         verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
         if verdict.healthy:
             return att, restarts
+        if verdict.state == DIVERGED:
+            raise DivergedError.at(verdict.look, f"the end of seed {seed}'s health window", cfg)
         restarts.append(Restart.of(attempt, seed, verdict))
         following = restart_seed(cfg.seed, attempt + 1)
         log(f"seed {seed}: {verdict.describe()}; restarting from seed {following}")
@@ -269,7 +287,8 @@ def choose_init(
     raise CollapseError(
         f"no initialisation learned: seed {cfg.seed} and its {cfg.max_restarts} restart "
         f"seeds (up to {restart_seed(cfg.seed, cfg.max_restarts)}) all failed the health "
-        f"check (last: {verdict.describe()}); raise max_restarts or try another seed"
+        f"check (last: {verdict.describe()}); raise max_restarts, try another seed or lower lr "
+        f"(now {cfg.lr:g})"
     )
 
 
@@ -345,7 +364,7 @@ def _run_epochs(
 ) -> _FinalPass:
     """Train from the epoch after `history` to cfg.epochs, appending each epoch's result
     and passing it to after_epoch; returns the last epoch's evaluation, to be finished.
-    A constant output now cannot be undone: it raises."""
+    A constant output now cannot be undone, nor a divergence: either raises."""
     x_train, x_test = data
     probe, final = x_train[:PROBE_SIZE], None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -358,6 +377,8 @@ def _run_epochs(
                 f"model collapsed to a constant output at epoch {epoch}, step {att.step} "
                 f"(seed {att.seed}, output std {seen.output_std:.1e})"
             )
+        if has_diverged(seen):
+            raise DivergedError.at(seen, f"epoch {epoch}", cfg)
         last = epoch == cfg.epochs
         test_mse, train_eval_mse, final = _evaluate_epoch(att.model, x_train, x_test, last)
         result = EpochResult(

@@ -244,6 +244,7 @@ def _work(work: Callable[[], object]) -> int:
     runs KILLED."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.config import TrainingFailed
     from pipeline.tensors import flush_denormals
     from tracking.runs import (
         Terminated,
@@ -265,6 +266,9 @@ def _work(work: Callable[[], object]) -> int:
         return 130
     except WorkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TrainingFailed as exc:  # the run is FAILED with the same reason
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except MlflowException as exc:  # the tracking server or store failed mid-run
         print(f"error: {' '.join(str(exc).split())[:2000]}", file=sys.stderr)

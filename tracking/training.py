@@ -25,6 +25,7 @@ from pipeline.config import (
     DataConfig,
     ModelConfig,
     TrainConfig,
+    TrainingFailed,
     from_params,
     to_params,
 )
@@ -405,6 +406,8 @@ def _fit(run_id: str, request: TrainingRequest, data: Mnist, logger: EpochLogger
             resume=checkpoint,
         )
         runs.stop_if_requested()
+    except TrainingFailed:
+        raise
     except BaseException:
         print(saver.hint(run_id, model.kind), file=sys.stderr, flush=True)
         raise

@@ -3,6 +3,8 @@
 from pipeline.health import (
     CONSTANT,
     CONSTANT_STD,
+    DIVERGED,
+    DIVERGED_RATIO,
     HEALTH_WINDOW,
     HEALTHY,
     PLATEAU,
@@ -32,7 +34,14 @@ def test_a_plateau_is_a_loss_still_near_the_black_output_at_the_end_of_the_windo
 
 def test_a_loss_above_the_black_output_is_a_plateau_too():
     # A model that only got worse than the all-black output has not learned either.
-    assert judge(at(HEALTH_WINDOW, ratio=2.5)).state == PLATEAU
+    assert judge(at(HEALTH_WINDOW, ratio=DIVERGED_RATIO - 0.01)).state == PLATEAU
+
+
+def test_a_loss_far_above_the_black_output_has_diverged():
+    verdict = judge(at(HEALTH_WINDOW, ratio=DIVERGED_RATIO))
+    assert verdict.state == DIVERGED and not verdict.healthy
+    assert "diverged at step 200" in verdict.describe()
+    assert judge(at(HEALTH_WINDOW - 1, ratio=DIVERGED_RATIO * 1e6)).state == HEALTHY
 
 
 def test_a_run_shorter_than_the_window_is_not_judged_on_its_loss():

@@ -19,6 +19,7 @@ from pipeline.train import (
     RESTART_STRIDE,
     TRAIN_EVAL_SIZE,
     CollapseError,
+    DivergedError,
     NonFiniteLossError,
     _Attempt,
     _run_epochs,
@@ -227,6 +228,28 @@ def test_non_finite_loss_stops_training(small):
 
     with pytest.raises(NonFiniteLossError, match="nan at step 10 of seed 0.s health window"):
         fit(broken, small, TrainConfig(epochs=3), **quiet())
+
+
+def test_a_learning_rate_too_large_fails_at_the_window_without_restarts(small):
+    # At lr=1 the linear model's loss is finite, but 1,200x the all-black output's by
+    # step 200: another seed would diverge alike.
+    restarts = []
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1.0)
+    with pytest.raises(
+        DivergedError, match=r"end of seed 0's health window, step 200: .*lower lr \(now 1\)"
+    ):
+        fit(lambda: build_model("linear", 10), small, cfg, on_restart=restarts.append, **quiet())
+    assert restarts == []
+
+
+def test_a_divergence_after_epochs_were_recorded_fails_loudly(small):
+    def blow_up(result, model):
+        with torch.no_grad():
+            model.encoder.weight.mul_(1e3)
+
+    cfg = TrainConfig(epochs=2, batch_size=4)
+    with pytest.raises(DivergedError, match="at epoch 2, step 512"):
+        fit(lambda: build_model("linear", 10), small, cfg, on_epoch_end=blow_up, **quiet())
 
 
 def test_reconstruct_returns_cpu_images(small):

@@ -323,11 +323,24 @@ def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
     assert store.client.get_metric_history(run.info.run_id, names.TEST_MSE)
 
 
-def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir):
-    # A learning rate of 1e30 drives the weights to inf within ten steps.
-    params = small_args(mnist_dir, latent_dim=10, lr="1e30", train_limit=2048)
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        # A learning rate of 1e30 drives the weights to inf within ten steps.
+        ({"lr": "1e30", "train_limit": 2048}, "NonFiniteLossError: training loss became nan"),
+        # At lr=1 the linear model's loss stays finite but runs away (README: Divergence).
+        (
+            {"model_kind": "linear", "lr": "1", "batch_size": 4, "epochs": 1},
+            "DivergedError: training diverged at the end of seed 0's health window, step 200",
+        ),
+    ],
+)
+def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir, overrides, reason):
+    params = small_args(mnist_dir, latent_dim=10, **overrides)
     result = store.cli("train", *cli_flags(params))
     assert result.returncode != 0
     (run,) = store.runs()
     assert run.info.status == "FAILED"
-    assert "NonFiniteLossError: training loss became nan" in run.data.tags[names.TAG_FAILURE]
+    assert run.data.tags[names.TAG_FAILURE].startswith(reason), run.data.tags[names.TAG_FAILURE]
+    assert f"error: {reason}" in result.stderr, result.stderr[-2000:]
+    assert store.client.search_model_versions() == []
