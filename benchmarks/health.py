@@ -30,6 +30,7 @@ import time
 
 import torch
 
+from pipeline.attempt import Attempt
 from pipeline.config import TrainConfig
 from pipeline.data import ensure_mnist, load_mnist
 from pipeline.health import (
@@ -43,7 +44,6 @@ from pipeline.health import (
 )
 from pipeline.models import CONV_INITS, ConvAutoencoder
 from pipeline.tensors import evaluate, flush_denormals, to_model_input
-from pipeline.train import _Attempt
 from tracking.host import instruction_set
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
@@ -54,7 +54,7 @@ def trial(d: int, seed: int, init: str, x: torch.Tensor, x_test: torch.Tensor, s
     """Train one (d, seed) for `steps` steps; the verdict as fit reaches it, the looks, and
     the test MSE at the end."""
 
-    att = _Attempt(
+    att = Attempt(
         lambda: ConvAutoencoder(d, init=init), seed, TrainConfig(seed=seed), x.device, None
     )
     probe = x[:PROBE_SIZE]

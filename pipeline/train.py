@@ -3,83 +3,58 @@
 Callers observe training through callbacks (``on_epoch_end``, ``on_restart``,
 ``on_checkpoint``, ``on_step``); this module never imports a tracker.
 
-Training has two phases. First a healthy initialisation is picked: each seed (the
-configured one, then the next ones) trains through the health window and is judged by
-pipeline.health; the first that passes is kept. Then training goes on from where its
-window stopped, through every epoch (from the initialisation again only when the window
-outlasted the first epoch), exactly as if it had been trained in one go.
+Training has two phases. First a healthy initialisation is picked (pipeline.restarts).
+Then training goes on from where its window stopped, through every epoch (from the
+initialisation again only when the window outlasted the first epoch), exactly as if it
+had been trained in one go.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import MAX_SEED, TrainConfig, TrainingFailed
+from pipeline.attempt import (
+    CHECKPOINT_FORMAT,
+    FINITE_CHECK_EVERY,
+    Attempt,
+    Checkpoint,
+    Partial,
+    StepCallback,
+    check_finite,
+)
+from pipeline.config import TrainConfig
 from pipeline.data import Mnist
-from pipeline.health import (
-    DIVERGED,
-    HEALTH_WINDOW,
-    PROBE_SIZE,
-    Look,
-    Verdict,
-    has_diverged,
-    is_constant,
-    judge,
-    look,
+from pipeline.health import PROBE_SIZE, has_diverged, is_constant, look
+from pipeline.restarts import (
+    CollapseError,
+    DivergedError,
+    Restart,
+    RestartCallback,
+    choose_init,
 )
 from pipeline.tensors import (
     EVAL_BATCH,
     evaluate,
     flush_denormals,
     per_pixel,
-    prepare_model,
     resolve_device,
     squared_error,
     to_model_input,
 )
 
-FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
-# Restart k of seed s initialises from seed s + k * RESTART_STRIDE. With the next seed
-# (s + 1), the seeds of one study would share initialisations: seed 0 restarted would
-# train exactly as seed 1 does, and its spread would shrink. TrainConfig keeps seeds
-# under the stride.
-RESTART_STRIDE = MAX_SEED
 # The per-epoch gap compares test MSE with the training MSE of the same weights, measured
 # on this many fixed training images (the first ones): as many as the test set holds, at
 # a sixth of the cost of the whole training set. A multiple of EVAL_BATCH: after the last
 # epoch the pass over the whole training set goes on from these images (see _FinalPass).
 TRAIN_EVAL_SIZE = 10_000
 assert TRAIN_EVAL_SIZE % EVAL_BATCH == 0
-
-
-class CollapseError(TrainingFailed):
-    """No initialisation learned, or the model stopped learning after epochs were recorded."""
-
-
-class NonFiniteLossError(TrainingFailed):
-    """The training loss became NaN or infinite."""
-
-
-class DivergedError(TrainingFailed):
-    """The model's loss rose far above the all-black output's: the learning rate is too
-    large for it (pipeline.health.DIVERGED_RATIO)."""
-
-    @classmethod
-    def at(cls, seen: Look, where: str, cfg: TrainConfig) -> DivergedError:
-        return cls(
-            f"training diverged at {where}, step {seen.step}: probe MSE {seen.loss:.3g}, "
-            f"{seen.black_ratio:.3g}x the all-black output's; lower lr (now {cfg.lr:g})"
-        )
 
 
 @dataclass(frozen=True)
@@ -95,28 +70,6 @@ class EpochResult:
     the same weights as test_mse, so test_mse - train_eval_mse is the epoch's gap."""
     seconds: float
     images_per_second: float
-
-
-@dataclass(frozen=True)
-class Restart:
-    """An initialisation that failed the health check and was replaced by a restart seed."""
-
-    attempt: int
-    seed: int
-    reason: str
-    """pipeline.health.CONSTANT or PLATEAU."""
-    step: int
-    output_std: float
-    loss: float
-    """The probe digits' MSE when it was judged."""
-    black_ratio: float
-
-    @classmethod
-    def of(cls, attempt: int, seed: int, verdict: Verdict) -> Restart:
-        seen = verdict.look
-        return cls(
-            attempt, seed, verdict.state, seen.step, seen.output_std, seen.loss, seen.black_ratio
-        )
 
 
 @dataclass
@@ -147,157 +100,15 @@ class TrainResult:
 
 
 EpochCallback = Callable[[EpochResult, nn.Module], None]
-StepCallback = Callable[[], None]
-RestartCallback = Callable[[Restart], None]
-Checkpoint = dict
-"""Everything needed to continue training exactly where it stopped: model, optimiser and
-batch-order state, the step, the seed kept, and the epochs and restarts so far. Plain
-tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
-without unpickling code."""
 CheckpointCallback = Callable[[Checkpoint], None]
-CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # foreach on CUDA; fused kernel on the CPU (one pass over the parameters per step).
-    fused = next(model.parameters()).device.type == "cpu"
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
-
-
-@dataclass
-class _Partial:
-    """An epoch in progress: its batches, how many are trained, their loss sum, seconds."""
-
-    batches: list[torch.Tensor]
-    done: int
-    loss_sum: torch.Tensor
-    seconds: float
-
-
-class _Attempt:
-    """One initialisation: model, optimiser and batch order from one seed."""
-
-    def __init__(
-        self, build: Callable[[], nn.Module], seed: int, cfg, device, on_step: StepCallback | None
-    ) -> None:
-        torch.manual_seed(seed)
-        self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
-        self.model = prepare_model(build(), device)
-        self.optimizer = _make_optimizer(self.model, cfg)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.step = 0
-        self.partial: _Partial | None = None  # the first epoch, where the window ended in it
-
-    def batches(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The index batches of one epoch, in this attempt's next shuffled order."""
-        order = torch.randperm(len(x), generator=self.generator).to(x.device, non_blocking=True)
-        return list(order.split(self.batch_size))
-
-    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on a batch; returns the batch's (detached) mean loss."""
-        loss = F.mse_loss(self.model(batch), batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
-        if self.on_step is not None:
-            self.on_step()
-        return loss.detach()
-
-    def state(self, history: list[EpochResult], restarts: list[Restart]) -> Checkpoint:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": history[-1].epoch,
-            "seed": self.seed,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "history": [asdict(r) for r in history],
-            "restarts": [asdict(r) for r in restarts],
-        }
-
-    def restore(self, checkpoint: Checkpoint) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.generator.set_state(checkpoint["generator"])
-        self.step = checkpoint["step"]
-
-
-def _check_finite(loss_sum: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss_sum).item():
-        raise NonFiniteLossError(f"training loss became {loss_sum.item()} at {where}")
-
-
-def health_window(att: _Attempt, x: torch.Tensor, probe: torch.Tensor, total_steps: int) -> Verdict:
-    """Train a fresh attempt through the health window (or the whole run, if that is
-    shorter), then look at the probe; return the verdict. A window that ends inside the
-    first epoch leaves that epoch in att.partial, so that training goes on from there
-    instead of from the initialisation again."""
-    window = min(HEALTH_WINDOW, total_steps)
-    start = time.perf_counter()
-    att.model.train()
-    for first in itertools.chain([True], itertools.repeat(False)):
-        batches = att.batches(x)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-        for done, index in enumerate(batches, 1):
-            loss = att.train_step(x[index])
-            loss_sum += loss.double() * len(index)  # as _train_epoch sums it
-            if att.step % FINITE_CHECK_EVERY == 0:
-                _check_finite(loss, f"step {att.step} of seed {att.seed}'s health window")
-            if att.step == window:
-                seconds = time.perf_counter() - start
-                att.partial = _Partial(batches, done, loss_sum, seconds) if first else None
-                return judge(look(att.model, probe, att.step))
-    raise AssertionError("unreachable: the window always ends")
-
-
-def restart_seed(seed: int, attempt: int) -> int:
-    """The seed of attempt `attempt` (0: the configured seed itself) of `seed`."""
-    return seed + attempt * RESTART_STRIDE
-
-
-def choose_init(
-    build: Callable[[], nn.Module],
-    x: torch.Tensor,
-    cfg: TrainConfig,
-    on_restart: RestartCallback | None = None,
-    on_step: StepCallback | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[_Attempt, list[Restart]]:
-    """The first of cfg.seed and its restart seeds whose initialisation passes the health
-    window, as trained through the window, and the restarts it took. Raises
-    CollapseError after cfg.max_restarts failed restarts, and DivergedError at once: a
-    learning rate too large for the model fails every seed alike."""
-    total_steps = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
-    restarts: list[Restart] = []
-    for attempt in range(cfg.max_restarts + 1):
-        seed = restart_seed(cfg.seed, attempt)
-        att = _Attempt(build, seed, cfg, x.device, on_step)
-        verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
-        if verdict.healthy:
-            return att, restarts
-        if verdict.state == DIVERGED:
-            raise DivergedError.at(verdict.look, f"the end of seed {seed}'s health window", cfg)
-        restarts.append(Restart.of(attempt, seed, verdict))
-        following = restart_seed(cfg.seed, attempt + 1)
-        log(f"seed {seed}: {verdict.describe()}; restarting from seed {following}")
-        if on_restart is not None:
-            on_restart(restarts[-1])
-    raise CollapseError(
-        f"no initialisation learned: seed {cfg.seed} and its {cfg.max_restarts} restart "
-        f"seeds (up to {restart_seed(cfg.seed, cfg.max_restarts)}) all failed the health "
-        f"check (last: {verdict.describe()}); raise max_restarts, try another seed or lower lr "
-        f"(now {cfg.lr:g})"
-    )
-
-
-def _train_epoch(att: _Attempt, x: torch.Tensor, epoch: int) -> float:
+def _train_epoch(att: Attempt, x: torch.Tensor, epoch: int) -> float:
     """One pass over x in a shuffled order (the rest of it, if the health window began
     it: att.partial); returns the per-sample mean loss."""
     att.model.train()
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
-    part, att.partial = att.partial or _Partial(att.batches(x), 0, zero, 0.0), None
+    part, att.partial = att.partial or Partial(att.batches(x), 0, zero, 0.0), None
     batches, loss_sum = part.batches, part.loss_sum
     seen = sum(len(b) for b in batches[: part.done])
     bar = tqdm(
@@ -315,7 +126,7 @@ def _train_epoch(att: _Attempt, x: torch.Tensor, epoch: int) -> float:
         loss_sum += att.train_step(x[index]).double() * len(index)
         seen += len(index)
         if i % FINITE_CHECK_EVERY == 0 or i == len(batches):
-            _check_finite(loss_sum, f"epoch {epoch}, step {att.step}")
+            check_finite(loss_sum, f"epoch {epoch}, step {att.step}")
             bar.set_postfix(mse=f"{loss_sum.item() / seen:.5f}")
     return loss_sum.item() / len(x)
 
@@ -355,7 +166,7 @@ def _evaluate_epoch(
 
 
 def _run_epochs(
-    att: _Attempt,
+    att: Attempt,
     data: tuple[torch.Tensor, torch.Tensor],
     cfg: TrainConfig,
     history: list[EpochResult],
@@ -424,7 +235,7 @@ def fit(
     x_test = to_model_input(data.test.images, device)
     if resume is not None:
         check_resumable(resume, cfg)
-        att = _Attempt(build, resume["seed"], cfg, device, on_step)
+        att = Attempt(build, resume["seed"], cfg, device, on_step)
         att.restore(resume)
         restarts = [Restart(**r) for r in resume["restarts"]]
         history = [EpochResult(**r) for r in resume["history"]]
@@ -432,7 +243,7 @@ def fit(
     else:
         att, restarts = choose_init(build, x_train, cfg, on_restart, on_step, log)
         if att.partial is None:  # the window outlasted the first epoch: train that again
-            att = _Attempt(build, att.seed, cfg, device, on_step)
+            att = Attempt(build, att.seed, cfg, device, on_step)
         history = []
 
     def after_epoch(result: EpochResult) -> None:

@@ -79,7 +79,7 @@ TAG_DESCRIPTION = "mlflow.note.content"  # Markdown, on experiments and runs ali
 REPORT_TABLE = "report_table.json"  # the report, browsable as a table in the UI
 RECONSTRUCTION_KEY = "reconstructions"  # step-wise image, one per epoch
 RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
-# The training state after the last recorded epoch (pipeline.train.Checkpoint), replaced
+# The training state after the last recorded epoch (pipeline.attempt.Checkpoint), replaced
 # every epoch: what a resume continues from.
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -20,6 +20,7 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.exceptions import MlflowException
 from torch import nn
 
+from pipeline.attempt import Checkpoint
 from pipeline.config import (
     ConfigError,
     DataConfig,
@@ -34,16 +35,9 @@ from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
 from pipeline.images import reconstruction_grid, sample_indices
 from pipeline.latent import latent_quality
 from pipeline.models import build_model, count_params
+from pipeline.restarts import RESTART_STRIDE, Restart
 from pipeline.tensors import reconstruct, resolve_device, to_model_input, to_unit
-from pipeline.train import (
-    RESTART_STRIDE,
-    Checkpoint,
-    EpochResult,
-    Restart,
-    TrainResult,
-    check_resumable,
-    fit,
-)
+from pipeline.train import EpochResult, TrainResult, check_resumable, fit
 from tracking import names, runs
 from tracking.query import get_run
 from tracking.registry import Registered, Registration, log_and_register

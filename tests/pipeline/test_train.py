@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.attempt import Attempt, NonFiniteLossError
 from pipeline.config import TrainConfig
 from pipeline.data import load_mnist
 from pipeline.health import (
@@ -14,17 +15,9 @@ from pipeline.health import (
 )
 from pipeline.latent import encode_all
 from pipeline.models import ConvAutoencoder, build_model
+from pipeline.restarts import RESTART_STRIDE, CollapseError, DivergedError
 from pipeline.tensors import EVAL_BATCH, evaluate, reconstruct, to_model_input
-from pipeline.train import (
-    RESTART_STRIDE,
-    TRAIN_EVAL_SIZE,
-    CollapseError,
-    DivergedError,
-    NonFiniteLossError,
-    _Attempt,
-    _run_epochs,
-    fit,
-)
+from pipeline.train import TRAIN_EVAL_SIZE, _run_epochs, fit
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +296,7 @@ def test_training_goes_on_from_the_health_window_as_if_trained_in_one_go(mnist_d
     result = fit(build, data, cfg, on_step=lambda: steps.append(1), **quiet())
     cpu = torch.device("cpu")
     x = (to_model_input(data.train.images, cpu), to_model_input(data.test.images, cpu))
-    one_go, history = _Attempt(build, result.init_seed, cfg, cpu, None), []
+    one_go, history = Attempt(build, result.init_seed, cfg, cpu, None), []
     _run_epochs(one_go, x, cfg, history, lambda _: None, lambda _: None)
 
     def numbers(h):
