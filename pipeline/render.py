@@ -68,6 +68,7 @@ class ReportDoc:
     observations: list[str]
     recommendation: Recommendation
     excluded: pd.DataFrame
+    """run_id, run_name, status, reason: the runs left out (tracking.query.RunSet)."""
     notes: list[str] = field(default_factory=list)
     champion: str = ""
     """Where the pick is registered, e.g. "mnist-autoencoder version 3, alias champion"."""
@@ -120,7 +121,11 @@ RUNS_CAPTION = "Every run"
 
 
 def _excluded_lines(excluded: pd.DataFrame) -> list[str]:
-    return [f"{r.run_name} ({r.run_id}): {r.status}" for r in excluded.itertuples()]
+    """One line per run left out: name, id, status and, where recorded, why."""
+    return [
+        f"{r.run_name} ({r.run_id}): {r.status}" + (f" ({r.reason})" if r.reason else "")
+        for r in excluded.itertuples()
+    ]
 
 
 def _sections(doc: ReportDoc) -> list[tuple[str, list[str]]]:

@@ -61,7 +61,8 @@ class RunSet:
     runs: pd.DataFrame
     """One row per FINISHED training run: ids, name, start time, typed params, metrics."""
     excluded: pd.DataFrame
-    """run_id, run_name, status of the training runs that did not finish."""
+    """run_id, run_name, status and reason (failure_reason, shortened) of the training
+    runs that did not finish."""
     histories: pd.DataFrame
     """Long format: run_id, metric, step, value for HISTORY_METRICS of the finished runs."""
     experiment_id: str
@@ -123,6 +124,15 @@ def get_run(run_id: str) -> Run:
         raise NoRunsError(f"no run {run_id!r} at {mlflow.get_tracking_uri()}") from None
 
 
+REASON_CHARS = 300  # of a run's failure_reason, in the report's list of excluded runs
+
+
+def _reason(run: Run) -> str:
+    """Why the run ended as it did (its failure_reason tag), shortened; "" if unknown."""
+    reason = " ".join(run.data.tags.get(names.TAG_FAILURE, "").split())
+    return reason if len(reason) <= REASON_CHARS else f"{reason[: REASON_CHARS - 3]}..."
+
+
 def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> RunSet:
     """Training runs of the latest sweep (default), of a given parent run, or every one in
     the current experiment. Raises NoRunsError when none of them finished."""
@@ -146,10 +156,10 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
             f"no finished training runs to compare among the {source} "
             f"({len(found)} training runs, none FINISHED) at {mlflow.get_tracking_uri()}"
         )
-    left_out = [r.info for r in found if r.info.status != FINISHED]
+    left_out = [r for r in found if r.info.status != FINISHED]
     excluded = pd.DataFrame(
-        [(i.run_id, i.run_name, i.status) for i in left_out],
-        columns=["run_id", "run_name", "status"],
+        [(r.info.run_id, r.info.run_name, r.info.status, _reason(r)) for r in left_out],
+        columns=["run_id", "run_name", "status", "reason"],
     )
     runs = runs_frame(finished)
     parent_id = parent.info.run_id if parent else None

@@ -288,12 +288,16 @@ def test_no_model_collapsed_only_when_the_whole_history_is_clean():
 
 
 def test_renderings_carry_the_same_content(report, configs):
-    excluded = pd.DataFrame([("x1", "conv-d3", "FAILED")], columns=["run_id", "run_name", "status"])
+    excluded = pd.DataFrame(
+        [("x1", "conv-d3", "FAILED", "DivergedError: lower lr"), ("x2", "conv-d10", "RUNNING", "")],
+        columns=["run_id", "run_name", "status", "reason"],
+    )
     rec = recommend(configs)
     doc = ReportDoc("comparison-test", "hand-built", report, configs, ["obs one"], rec, excluded)
     doc.images["Loss curves"] = b"\x89PNG fake"
     for text in (to_markdown(doc), to_html(doc), to_console(doc), to_description(doc)):
-        assert "conv-d100" in text and "conv-d3 (x1): FAILED" in text
+        assert "conv-d100" in text and "conv-d3 (x1): FAILED (DivergedError: lower lr)" in text
+        assert "conv-d10 (x2): RUNNING" in text and "RUNNING (" not in text
         assert "0.04400 ± 0.00283" in text  # conv-d3's mean test MSE and its SD
     markdown, page = to_markdown(doc), to_html(doc)
     assert rec.rule in markdown and "obs one" in markdown and rec.spread in markdown

@@ -16,7 +16,7 @@ from pipeline.spread import SPREAD_METRICS, STATS
 from tests.browser import check_rendered
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
-from tracking.query import HISTORY_METRICS, find_runs
+from tracking.query import HISTORY_METRICS, REASON_CHARS, find_runs
 from tracking.registry import PICKLE_NOTE
 
 pytestmark = pytest.mark.slow
@@ -214,14 +214,17 @@ def test_failed_and_running_runs_are_excluded(swept, mnist_dir, tmp_path):
     client, experiment = store.client, sweep.info.experiment_id
     tags = {names.TAG_ROLE: "train", names.TAG_PARENT_RUN: sweep.info.run_id}
     failed = client.create_run(experiment, tags=tags, run_name="conv-d100").info.run_id
+    reason = "DivergedError: training diverged at epoch 2, step 512: " + "x" * 400
+    client.set_tag(failed, names.TAG_FAILURE, reason)
     client.set_terminated(failed, "FAILED")
     running = client.create_run(experiment, tags=tags, run_name="conv-d250").info.run_id
     result = store.cli(
         "compare", "--parent-run-id", sweep.info.run_id, "--data-dir", str(mnist_dir)
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"excluded: conv-d100 ({failed}): FAILED" in result.stdout
-    assert f"excluded: conv-d250 ({running}): RUNNING" in result.stdout
+    shortened = f"{reason[: REASON_CHARS - 3]}..."
+    assert f"excluded: conv-d100 ({failed}): FAILED ({shortened})\n" in result.stdout
+    assert f"excluded: conv-d250 ({running}): RUNNING\n" in result.stdout
     latest = comparisons(store)[-1]
     assert set(latest.data.tags[names.TAG_EXCLUDED_RUNS].split(",")) == {failed, running}
     markdown = download(store, latest.info.run_id, "report.md", tmp_path).read_text()
