@@ -26,8 +26,10 @@ from pipeline.config import (
     ModelConfig,
     SweepConfig,
     TrainConfig,
+    TrainingFailed,
     check_writable,
     from_params,
+    one_line,
     option,
     param_name,
     to_param,
@@ -244,7 +246,6 @@ def _work(work: Callable[[], object]) -> int:
     runs KILLED."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.config import TrainingFailed
     from pipeline.tensors import flush_denormals
     from tracking.runs import (
         Terminated,
@@ -268,7 +269,7 @@ def _work(work: Callable[[], object]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TrainingFailed as exc:  # the run is FAILED with the same reason
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except MlflowException as exc:  # the tracking server or store failed mid-run
         print(f"error: {' '.join(str(exc).split())[:2000]}", file=sys.stderr)
