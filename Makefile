@@ -12,9 +12,10 @@ RUN := PATH="$(BIN):$$PATH"
 
 .PHONY: install study test lint format clean
 
-# The GPU's system metrics need pynvml: installed only where an NVIDIA driver is.
+# Ray (backend=ray) comes with every install; the GPU's system metrics need pynvml:
+# installed only where an NVIDIA driver is.
 COMMA := ,
-EXTRAS := dev$(if $(shell command -v nvidia-smi 2>/dev/null),$(COMMA)gpu)
+EXTRAS := dev,ray$(if $(shell command -v nvidia-smi 2>/dev/null),$(COMMA)gpu)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

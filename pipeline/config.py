@@ -17,6 +17,8 @@ from pathlib import Path
 
 MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends, tracking.ray_steps
+MAX_STEP_CPUS, MAX_STEP_GPUS = 1024, 64
 DEFAULT_LATENT = {"conv": 100, "linear": 10}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
@@ -270,3 +272,38 @@ class CompareConfig:
         allowed = "a number from 0 to 10 (0.1 means within 10% of the best)"
         _require(ok, "margin", allowed, self.margin)
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where a sweep's training steps run, and what each asks for there."""
+
+    backend: str = option(
+        "local",
+        "local (this machine: in this process, or `parallel` processes) or ray (each step "
+        "a task on a Ray cluster)",
+    )
+    ray_address: str = option(
+        "",
+        "with backend=ray: the cluster (host:port, ray://host:port or auto); empty: "
+        "RAY_ADDRESS, else a new single-node cluster on this machine",
+    )
+    step_cpus: float = option(1.0, f"with backend=ray: CPUs per step (0 < n <= {MAX_STEP_CPUS})")
+    step_gpus: float = option(
+        0.0, f"with backend=ray: GPUs per step (0 to {MAX_STEP_GPUS}; 0.5 shares one by two)"
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.backend in BACKENDS, "backend", f"one of {list(BACKENDS)}", self.backend)
+        cpus_ok = isinstance(self.step_cpus, (int, float)) and 0 < self.step_cpus <= MAX_STEP_CPUS
+        _require(cpus_ok, "step_cpus", f"a number > 0 and <= {MAX_STEP_CPUS}", self.step_cpus)
+        gpus_ok = isinstance(self.step_gpus, (int, float)) and 0 <= self.step_gpus <= MAX_STEP_GPUS
+        _require(gpus_ok, "step_gpus", f"a number from 0 to {MAX_STEP_GPUS}", self.step_gpus)
+        if self.backend != "ray" and (self.ray_address.strip() or self.step_gpus):
+            raise ConfigError("ray_address and step_gpus need backend=ray")
+
+    @property
+    def address(self) -> str | None:
+        """The cluster to join, by Ray's convention: the parameter, else RAY_ADDRESS;
+        None starts a new cluster on this machine."""
+        return self.ray_address.strip() or os.environ.get("RAY_ADDRESS", "").strip() or None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 # Only what checking the arguments needs is imported up front (torch and MLflow take
 # seconds): a refusal comes at once.
 from pipeline.config import (
+    ClusterConfig,
     CompareConfig,
     ConfigError,
     DataConfig,
@@ -113,16 +114,30 @@ def _train(c: Configs) -> Callable[[], object]:
     return work
 
 
+def _check_cluster(cluster: ClusterConfig, train: TrainConfig, data: DataConfig) -> None:
+    """ConfigError unless the steps can run where the cluster config says; with
+    backend=ray, joins the cluster (tracking.ray_steps.connect)."""
+    if cluster.backend != "ray":
+        _check_machine(train, data)
+        return
+    if train.device == "cuda" and not cluster.step_gpus:
+        raise ConfigError("device=cuda with backend=ray needs step_gpus > 0")
+    check_writable(data.data_dir)  # the comparison reads MNIST on this machine
+    from tracking.ray_steps import connect
+
+    connect(cluster)
+
+
 def _sweep(c: Configs) -> Callable[[], object]:
-    sweep = c[SweepConfig]
+    sweep, cluster = c[SweepConfig], c[ClusterConfig]
     train = replace(c[TrainConfig], seed=sweep.seeds[0])
-    _check_machine(train, c[DataConfig])
+    _check_cluster(cluster, train, c[DataConfig])
 
     def work() -> object:
         from tracking.sweep import SweepRequest, run_sweep
 
         registered = c[Registry].registered_model
-        return run_sweep(SweepRequest(sweep, c[DataConfig], train, registered))
+        return run_sweep(SweepRequest(sweep, c[DataConfig], train, registered, cluster))
 
     return work
 
@@ -164,7 +179,7 @@ COMMANDS = {
     ),
     "sweep": Command(
         "train every latent size and the linear baseline from every seed, then compare",
-        (SweepConfig, TrainConfig, DataConfig, Registry),
+        (SweepConfig, ClusterConfig, TrainConfig, DataConfig, Registry),
         _sweep,
         skip=("seed",),
     ),

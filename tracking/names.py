@@ -53,6 +53,7 @@ TAG_ROLE = "role"  # "train", "sweep" or "comparison"
 TAG_REGISTERED_VERSION = "registered_version"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow on child runs
 TAG_ENTRY_POINT = "mlflow.project.entryPoint"  # set by `mlflow run`
+TAG_RAY_NODE = "ray.node_id"  # on a training run trained by a Ray task: the node it ran on
 TAG_RESUMED = "resumed"  # on a training run: one line per resume, after which epoch
 TAG_RESUMED_RUN = "resumed_run_id"  # on the run `mlflow run` creates for a resume
 TAG_REUSED_RUNS = "reused_run_ids"  # on a sweep: FINISHED runs it took instead of training

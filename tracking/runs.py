@@ -73,6 +73,22 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _on_stop_signal)
 
 
+@contextmanager
+def handling_stop_signals() -> Iterator[None]:
+    """install_signal_handlers for a block of a process that lives on after it (a Ray
+    worker runs one task after another): no signal of an earlier block counts, and the
+    process's own handlers come back at the end."""
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _stop_signal.clear()
+    install_signal_handlers()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+        _stop_signal.clear()
+
+
 def stop_requested() -> bool:
     return bool(_stop_signal)
 

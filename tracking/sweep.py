@@ -1,11 +1,12 @@
 """The `main` entry point: every latent size and the linear baseline as child runs of
 one parent run, then the `compare` entry point on them.
 
-With parallel=1 (the default) the sweep trains each step and compares in its own process,
-one after the other: a step's run gets the tags and parameters that `mlflow run -e train`
-would give it (source, git commit, entry point), and is rerun by that command, but pays no
-process start, imports or project launch (README: Performance). With parallel > 1 each
-step is its own `mlflow run` process (tracking.launch), `parallel` at a time.
+Where the steps run is the backend's business (tracking.backends): by default each in the
+sweep's own process, one after the other; with parallel > 1 each its own `mlflow run`
+process; with backend=ray each a task on a Ray cluster (tracking.ray_steps). Either way a
+step's run gets the tags and parameters that `mlflow run -e train` would give it (source,
+git commit, entry point), and is rerun by that command. The comparison runs in the
+sweep's process.
 
 A sweep is idempotent: a step whose configuration already has a FINISHED run (same entry
 point, same parameters as MLflow stores them, same dataset digest, same code version) is
@@ -23,6 +24,7 @@ from mlflow.entities import Run
 from mlflow.utils import mlflow_tags
 
 from pipeline.config import (
+    ClusterConfig,
     CompareConfig,
     DataConfig,
     ModelConfig,
@@ -33,6 +35,7 @@ from pipeline.config import (
 )
 from pipeline.data import digest_for_limits, ensure_mnist
 from tracking import launch, names, runs
+from tracking.backends import Backend, Job, make_backend
 from tracking.registry import note_pickle_format, set_alias
 
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
@@ -76,6 +79,7 @@ class SweepRequest:
     data: DataConfig
     train: TrainConfig
     registered_model: str = names.DEFAULT_REGISTERED_MODEL
+    cluster: ClusterConfig = ClusterConfig()
 
     def steps(self) -> list[Step]:
         """Every configuration for the first seed, then every one for the next: a sweep
@@ -103,19 +107,19 @@ def entry_point_tags(source: dict[str, str], entry_point: str) -> dict[str, str]
     return {**source, names.TAG_ENTRY_POINT: entry_point}
 
 
-def _train_here(request: SweepRequest, step: Step, source: dict[str, str]) -> None:
-    """Train the step in this process, in a child run of the active (sweep) run."""
-    from tracking.training import TrainingRequest, train_tracked
+def make_job(request: SweepRequest, step: Step, source: dict[str, str], version: str) -> Job:
+    """The step as a backend's job; its runs record the sweep's code version."""
+    from tracking.training import TrainingRequest
 
-    train_tracked(
-        TrainingRequest(
-            ModelConfig(step.kind, step.latent_dim),
-            request.data,
-            replace(request.train, seed=step.seed),
-            request.registered_model,
-            source_tags=entry_point_tags(source, step.entry_point),
-        )
+    training = TrainingRequest(
+        ModelConfig(step.kind, step.latent_dim),
+        request.data,
+        replace(request.train, seed=step.seed),
+        request.registered_model,
+        source_tags=entry_point_tags(source, step.entry_point),
+        code_version=version,
     )
+    return Job(step.name, step.entry_point, request.step_parameters(step), training)
 
 
 def reusable_run(
@@ -164,7 +168,10 @@ def run_sweep(request: SweepRequest) -> str:
         experiment_id = parent.info.experiment_id
         start = time.perf_counter()
         source = project_source(parent)
-        failed = _Steps(request, experiment_id, version, source).run(steps)
+        backend = make_backend(
+            request.cluster, request.sweep.parallel, parent.info.run_id, experiment_id
+        )
+        failed = _Steps(request, experiment_id, version, source).run(steps, backend)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
         problems = []
         if failed:
@@ -184,7 +191,7 @@ def _begin(request: SweepRequest) -> list[Step]:
     """Record the sweep's parameters and plan, fetch MNIST once for every step, and set up
     the steps' environment. Returns the steps."""
     sweep, steps = request.sweep, request.steps()
-    runs.log_new_params(to_params(sweep))
+    runs.log_new_params(to_params(sweep, request.cluster))
     dims = ", ".join(map(str, sweep.latent_dims))
     runs.describe_run(
         f"Trains {len(steps)} runs (latent sizes {dims} and the linear baseline at "
@@ -201,7 +208,7 @@ def _begin(request: SweepRequest) -> list[Step]:
 
 @dataclass
 class _Steps:
-    """The steps of one sweep, run `parallel` at a time."""
+    """The steps of one sweep, each trained (or reused) by the backend."""
 
     request: SweepRequest
     experiment_id: str
@@ -210,39 +217,16 @@ class _Steps:
     """project_source of the sweep: for the runs made in this process."""
     reused: list[str] = field(default_factory=list)
 
-    def run(self, steps: list[Step]) -> list[str]:
+    def run(self, steps: list[Step], backend: Backend) -> list[str]:
         """Run (or reuse) every step; returns the failed ones, each with its reason."""
-        if self.request.sweep.parallel == 1:
-            return self.run_here(steps)
-        pending, running, failed = list(enumerate(steps, 1)), [], []
-        while pending or running:
-            while pending and len(running) < self.request.sweep.parallel:
+        pending, failed = list(enumerate(steps, 1)), []
+        while pending or backend.busy():
+            while pending and backend.room():
                 i, step = pending.pop(0)
                 if self.to_train(step, i, len(steps)):
-                    params = self.request.step_parameters(step)
-                    running.append(
-                        launch.launch(step.entry_point, params, self.experiment_id, step.name)
-                    )
-            for launched, code in launch.wait_any(running) if running else ():
-                running.remove(launched)
-                if not launch.settle(launched, code):
-                    failed.append(launch.report_failure(launched, code))
-        return failed
-
-    def run_here(self, steps: list[Step]) -> list[str]:
-        """Run (or reuse) every step in this process, one after the other; returns the
-        failed ones, each with its reason. A stop signal ends the step's run and the
-        sweep's KILLED."""
-        failed = []
-        for i, step in enumerate(steps, 1):
-            if not self.to_train(step, i, len(steps)):
-                continue
-            try:
-                _train_here(self.request, step, self.source)
-            except Exception as exc:  # its run ended FAILED with the reason: go on
-                reason = one_line(exc)
-                print(f"{step.name} failed: {reason}", flush=True)
-                failed.append(launch.failure_line(step.name, reason))
+                    backend.start(make_job(self.request, step, self.source, self.version))
+            if backend.busy():
+                failed += [failure for _, failure in backend.wait() if failure]
         return failed
 
     def to_train(self, step: Step, i: int, total: int) -> bool:

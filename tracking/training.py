@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -59,6 +59,11 @@ class TrainingRequest:
     resume_run_id: str | None = None
     checkpoint: Checkpoint | None = None
     source_tags: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    """A run made for this training by the sweep (its Ray steps): trained in that run."""
+    code_version: str = field(default_factory=runs.code_version)
+    """Of the code that asked for the training: a Ray worker's copy of the project has no
+    git history, and its runs record the driver's version."""
 
     @property
     def alias(self) -> str:
@@ -69,7 +74,7 @@ class TrainingRequest:
         return {
             names.TAG_KIND: self.model.kind,
             names.TAG_LATENT: str(self.model.latent_dim),
-            names.TAG_CODE_VERSION: runs.code_version(),
+            names.TAG_CODE_VERSION: self.code_version,
             names.TAG_ROLE: names.ROLE_TRAIN,
         }
 
@@ -255,15 +260,12 @@ def prepare_resume(run_id: str) -> TrainingRequest:
         raise ResumeError(f"{label} is not a training run")
     if run.info.status == "FINISHED":
         raise ResumeError(f"{label} has FINISHED: nothing to resume")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = MlflowClient().download_artifacts(run_id, CHECKPOINT_PATH, tmp)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (MlflowException, OSError):
+    state = load_checkpoint(run_id)
+    if state is None:
         raise ResumeError(
             f"{label} has no checkpoint ({CHECKPOINT_PATH}): it stopped before its first "
             "epoch was recorded; train it again instead"
-        ) from None
+        )
     params = run.data.params
     train = from_params(TrainConfig, params)
     try:
@@ -273,6 +275,31 @@ def prepare_resume(run_id: str) -> TrainingRequest:
     registered = params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
     model, data = from_params(ModelConfig, params), from_params(DataConfig, params)
     return TrainingRequest(model, data, train, registered, run_id, state)
+
+
+def load_checkpoint(run_id: str) -> Checkpoint | None:
+    """The run's last checkpoint, or None if it has none (it stopped before its first
+    recorded epoch)."""
+    client = MlflowClient()
+    try:
+        if not client.list_artifacts(run_id, names.CHECKPOINT_DIR):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (MlflowException, OSError):
+        return None
+
+
+def continue_in_run(request: TrainingRequest, run_id: str) -> TrainingRequest:
+    """The request to train in the run made for it: from the run's last checkpoint if an
+    earlier attempt recorded one (a Ray task retried after its worker died), else from
+    the start."""
+    state = load_checkpoint(run_id)
+    if state is None:
+        return replace(request, run_id=run_id)
+    check_resumable(state, request.train)
+    return replace(request, resume_run_id=run_id, checkpoint=state)
 
 
 class CheckpointSaver:
@@ -322,9 +349,12 @@ def train_tracked(request: TrainingRequest) -> str:
     """Train one configuration in an MLflow run and register the model; with
     request.resume_run_id, in that stopped run, from its checkpoint. Returns the run's id."""
     tags, resumed = {**request.tags, **request.source_tags}, request.resume_run_id
-    if resumed is None:
+    if resumed is None and request.run_id is None:
         with runs.tracked_run(request.alias, tags, system_metrics=True) as run:
             return _train_in_run(run.info.run_id, request)
+    if resumed is None:  # the run the sweep made for it
+        with runs.tracked_run(None, tags, run_id=request.run_id, system_metrics=True):
+            return _train_in_run(request.run_id, request)
     if MLFLOW_RUN_ID.get():  # `mlflow run` made a new run: it records the resume
         record = {names.TAG_ROLE: names.ROLE_RESUME, names.TAG_RESUMED_RUN: resumed}
         with (

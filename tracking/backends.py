@@ -1,0 +1,126 @@
+"""Where a sweep's training steps run, behind one small interface: the sweep hands each
+step to a backend as a Job and waits for steps to end, whatever the backend.
+
+- InProcess: each step in the sweep's own process, one after the other (the default).
+- Processes: each step its own `mlflow run` process, `parallel` at a time (tracking.launch).
+- RaySteps (tracking.ray_steps): each step a task on a Ray cluster.
+
+Wherever it runs, a step is trained by train_step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pipeline.config import ClusterConfig, one_line
+from tracking import launch
+
+if TYPE_CHECKING:
+    from tracking.training import TrainingRequest
+
+
+@dataclass(frozen=True)
+class Job:
+    """One step to train: its run name, its entry point with the parameters `mlflow run`
+    takes, and the request that trains it."""
+
+    label: str
+    entry_point: str
+    params: dict[str, str]
+    request: TrainingRequest
+
+
+Ended = tuple[str, "str | None"]
+"""A step that ended: its label, and its failure line (None: its run FINISHED)."""
+
+
+class Backend(Protocol):
+    def room(self) -> bool:
+        """Whether another step can start now."""
+
+    def start(self, job: Job) -> None:
+        """Start the step (the in-process backend trains it to its end)."""
+
+    def busy(self) -> bool:
+        """Whether a started step has not yet been reported by wait()."""
+
+    def wait(self) -> list[Ended]:
+        """Block until at least one started step has ended; return those that did. On a
+        stop signal, stop every running step (its run ends KILLED), then raise."""
+
+
+def train_step(request: TrainingRequest) -> str:
+    """Train one step in its run: the same function in every backend. Returns the run id."""
+    from tracking.training import train_tracked
+
+    return train_tracked(request)
+
+
+class InProcess:
+    """Each step trained in this process, in a child run of the active (sweep) run."""
+
+    def __init__(self) -> None:
+        self.ended: list[Ended] = []
+
+    def room(self) -> bool:
+        return True
+
+    def start(self, job: Job) -> None:
+        try:
+            train_step(job.request)
+        except Exception as exc:  # its run ended FAILED with the reason: go on
+            reason = one_line(exc)
+            print(f"{job.label} failed: {reason}", flush=True)
+            self.ended.append((job.label, launch.failure_line(job.label, reason)))
+        else:
+            self.ended.append((job.label, None))
+
+    def busy(self) -> bool:
+        return bool(self.ended)
+
+    def wait(self) -> list[Ended]:
+        ended, self.ended = self.ended, []
+        return ended
+
+
+class Processes:
+    """Each step its own `mlflow run` process in the sweep's experiment, `parallel` at a
+    time; a stop signal is passed on to them."""
+
+    def __init__(self, parallel: int, experiment_id: str) -> None:
+        self.parallel, self.experiment_id = parallel, experiment_id
+        self.running: list[launch.Launched] = []
+
+    def room(self) -> bool:
+        return len(self.running) < self.parallel
+
+    def start(self, job: Job) -> None:
+        self.running.append(
+            launch.launch(job.entry_point, job.params, self.experiment_id, job.label)
+        )
+
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def wait(self) -> list[Ended]:
+        ended = []
+        for launched, code in launch.wait_any(self.running):
+            self.running.remove(launched)
+            failed = not launch.settle(launched, code)
+            ended.append(
+                (launched.label, launch.report_failure(launched, code) if failed else None)
+            )
+        return ended
+
+
+def make_backend(cluster: ClusterConfig, parallel: int, parent_run_id: str, experiment_id: str):
+    """The backend the sweep's parameters choose. With backend=ray, the connection made by
+    tracking.ray_steps.connect (before the sweep's run began) is used."""
+    if cluster.backend == "ray":
+        from tracking.ray_steps import RaySteps
+
+        return RaySteps(cluster, parent_run_id, experiment_id)
+    if parallel > 1:
+        return Processes(parallel, experiment_id)
+    return InProcess()
