@@ -323,19 +323,11 @@ def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
     assert store.client.get_metric_history(run.info.run_id, names.TEST_MSE)
 
 
-@pytest.mark.parametrize(
-    "overrides, reason",
-    [
-        # A learning rate of 1e30 drives the weights to inf within ten steps.
-        ({"lr": "1e30", "train_limit": 2048}, "NonFiniteLossError: training loss became nan"),
-        # At lr=1 the linear model's loss stays finite but runs away (README: Divergence).
-        (
-            {"model_kind": "linear", "lr": "1", "batch_size": 4, "epochs": 1},
-            "DivergedError: training diverged at the end of seed 0's health window, step 200",
-        ),
-    ],
-)
-def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir, overrides, reason):
+def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir):
+    # At lr=1 the linear model's loss stays finite but runs away (README: Divergence).
+    # (A non-finite loss: tests/pipeline/test_train.py; an lr large enough is refused.)
+    reason = "DivergedError: training diverged at the end of seed 0's health window, step 200"
+    overrides = {"model_kind": "linear", "lr": "1", "batch_size": 4, "epochs": 1}
     params = small_args(mnist_dir, latent_dim=10, **overrides)
     result = store.cli("train", *cli_flags(params))
     assert result.returncode != 0
