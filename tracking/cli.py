@@ -28,6 +28,7 @@ from pipeline.config import (
     SweepConfig,
     TrainConfig,
     TrainingFailed,
+    allowed,
     check_writable,
     from_params,
     one_line,
@@ -41,6 +42,11 @@ EXIT_BAD_INPUT = 2
 SERVER_WAIT_SECONDS = 15  # how long a tracking server may take to answer at start
 SERVER_RETRY_SECONDS = 2
 LATEST_SWEEP = "latest"
+NOT_IN_NAMES = "/:%\\?"
+"""MLflow 3.17's registry refuses / and : in a model's name, its file store also % and
+the path separator (a backslash on Windows), and ? cuts a models:/ URI short; names that are
+paths (., .., ..x) are refused too. Checked here, before any work: MLflow checks only
+when it registers, after training (tests/tracking/test_cli.py compares the two rules)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,12 @@ class Registry:
     )
 
     def __post_init__(self) -> None:
-        if not self.registered_model.strip():
-            raise ConfigError("registered_model must be a non-empty name")
+        name = self.registered_model
+        if not name.strip() or set(name) & set(NOT_IN_NAMES) or name == "." or name[:2] == "..":
+            raise ConfigError(
+                f"registered_model must be a name without any of {' '.join(NOT_IN_NAMES)}, "
+                f"neither . nor starting with .. (got {name!r})"
+            )
 
 
 @dataclass(frozen=True)
@@ -199,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         for f in (f for cls in command.schema for f in fields(cls)):
             if param_name(f) not in command.skip:
                 flag = "--" + param_name(f).replace("_", "-")
-                text = f"{f.metadata['help']} (default: {to_param(f.default)})".replace("%", "%%")
+                within = f"{allowed(f)}; " if f.metadata.get("within") else ""
+                text = f"{f.metadata['help']} ({within}default: {to_param(f.default)})"
+                text = text.replace("%", "%%")
                 more = {"nargs": "?", "const": "true"} if f.type == "bool" else {}
                 p.add_argument(flag, help=text, **more)
     return parser

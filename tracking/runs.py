@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.config import one_line
 from tracking import names
 from tracking.host import host_tags
+from tracking.system_metrics import log_a_sample_at_least
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 KEEP_KILLED_SECONDS = 60  # how long guard_killed_status guards the KILLED status
@@ -115,6 +116,7 @@ def _finish(run_id: str, status: str, reason: str | None) -> None:
     """Record the reason and end the run; a tracking failure here must not hide the cause.
     The run is always taken off MLflow's stack of active runs, so that MLflow's exit hook
     cannot end it FINISHED instead."""
+    log_a_sample_at_least(run_id)
     if reason:
         try:
             MlflowClient().set_tag(run_id, names.TAG_FAILURE, reason)
@@ -140,7 +142,7 @@ def tracked_run(
     with the host it runs on, and end it with the right status: FINISHED on success,
     KILLED on Ctrl-C or SIGTERM, FAILED with the reason otherwise. A run started while
     another is open (a sweep's steps and comparison) is its child. With system_metrics,
-    MLflow samples CPU, memory (and any GPU) into the run while it is open."""
+    MLflow samples CPU, memory (and any GPU) into the run while it is open, once at least."""
     run = mlflow.start_run(
         run_id=run_id,
         run_name=run_name,
@@ -159,6 +161,7 @@ def tracked_run(
         _finish(run_id, "FAILED", one_line(exc))
         raise
     else:
+        log_a_sample_at_least(run_id)
         mlflow.end_run("FINISHED")
 
 

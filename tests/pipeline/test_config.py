@@ -1,6 +1,11 @@
+import re
+from dataclasses import fields
+
 import pytest
 
 from pipeline.config import (
+    PIXELS,
+    SPLIT_SIZES,
     CompareConfig,
     ConfigError,
     DataConfig,
@@ -67,10 +72,10 @@ def test_seed_list_parses_and_allows_zero():
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("seeds", "0,-1", "seeds must be a comma-separated list of integers >= 0"),
+        ("seeds", "0,-1", "seeds must be a comma-separated list of integers from 0 to 9999"),
         ("seeds", "", "seeds must be a comma-separated list"),
         ("seeds", "0,1,1", "seeds must not repeat a value (1 given twice in '0,1,1')"),
-        ("seeds", "0,10000", "seeds must be under 10000 (got 10000)"),
+        ("seeds", "0,10000", "seeds must be a comma-separated list of integers from 0 to 9999"),
         ("latent_dims", "3,3,10,10", "latent_dims must not repeat a value (3, 10 given"),
     ],
 )
@@ -100,3 +105,55 @@ def test_all_images_is_zero_as_a_parameter_and_none_inside():
     assert to_params(DataConfig())["train_limit"] == 0
     assert from_params(DataConfig, {"train_limit": "0"}).train_limit is None
     assert to_params(ModelConfig(), skip=("model_kind",)) == {"latent_dim": 100}
+
+
+# Each numeric parameter's range: (config, parameter, lowest, highest); lr's lowest is
+# excluded (None).
+RANGES = [
+    (ModelConfig, "latent_dim", 1, PIXELS),
+    (TrainConfig, "epochs", 1, 1000),
+    (TrainConfig, "lr", None, 10),
+    (TrainConfig, "batch_size", 1, SPLIT_SIZES["train"]),
+    (TrainConfig, "seed", 0, 9999),
+    (TrainConfig, "max_restarts", 0, 100),
+    (DataConfig, "train_limit", 0, SPLIT_SIZES["train"]),
+    (DataConfig, "test_limit", 0, SPLIT_SIZES["test"]),
+    (SweepConfig, "latent_dims", 1, PIXELS),
+    (SweepConfig, "linear_dim", 1, PIXELS),
+    (SweepConfig, "seeds", 0, 9999),
+    (SweepConfig, "parallel", 1, 64),
+    (CompareConfig, "margin", 0, 10),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "low", "high"), RANGES)
+def test_each_numeric_parameter_takes_its_range_and_refuses_what_is_outside(cls, name, low, high):
+    def read(value: object):
+        return from_params(cls, {name: str(value)})
+
+    def back(value: object) -> float:
+        return float(to_params(read(value))[name])
+
+    assert back(high) == high
+    if low is None:
+        assert back(1e-9) == 1e-9
+        outside = [0, -1, high * 1.01, float("inf"), float("nan")]
+    else:
+        assert back(low) == low
+        outside = [low - 1, high + 1, 10**12]
+    for value in outside:
+        with pytest.raises(ConfigError) as info:
+            read(value)
+        message = str(info.value)
+        assert message.startswith(f"{name} must be ") and re.search(rf"\b{high:g}\b", message), (
+            message
+        )
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, DataConfig, SweepConfig, CompareConfig])
+def test_every_numeric_field_has_a_range_holding_its_default(cls):
+    cls()  # the defaults pass their own checks
+    numeric = {f.name for f in fields(cls) if f.type in ("int", "float", "int | None")}
+    numeric |= {f.name for f in fields(cls) if f.type == "tuple[int, ...]"}
+    ranged = {f.name for f in fields(cls) if f.metadata["within"] is not None}
+    assert ranged == numeric == {name for c, name, _, _ in RANGES if c is cls}

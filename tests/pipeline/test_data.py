@@ -88,8 +88,10 @@ def test_limits_take_the_head_and_change_the_digest(mnist_dir: Path) -> None:
     assert load_mnist(mnist_dir).digest == full.digest
     digests = {full.digest, small.digest, load_mnist(mnist_dir, 100, 51).digest}
     assert len(digests) == 3 and all(len(d) == 16 for d in digests)
-    # A limit beyond the split keeps everything: same images, same digest.
-    assert load_mnist(mnist_dir, train_limit=10**6).digest == full.digest
+    # A limit of the split's size keeps everything: same images, same digest.
+    assert load_mnist(mnist_dir, train_limit=60_000).digest == full.digest
+    with pytest.raises(ValueError, match="train_limit must be an integer from 1 to 60000"):
+        load_mnist(mnist_dir, train_limit=60_001)
     with pytest.raises(ValueError):
         load_mnist(mnist_dir, train_limit=0)
 

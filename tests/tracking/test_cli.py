@@ -6,30 +6,51 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import DEFAULT_LATENT, param_name, to_param
-from tests.tracking.conftest import REPO_ROOT, small_args
+from pipeline.config import DEFAULT_LATENT, ConfigError, allowed, param_name, to_param
+from tests.tracking.conftest import REPO_ROOT, cli_flags, small_args
 from tracking import names
-from tracking.cli import COMMANDS, main
+from tracking.cli import COMMANDS, Registry, main
 
 BAD_INPUT = [
-    (["train", "--latent-dim", "0"], "latent_dim must be a positive integer"),
-    (["train", "--latent-dim", "-3"], "latent_dim must be a positive integer"),
-    (["train", "--latent-dim", "ten"], "latent_dim must be an integer"),
+    (["train", "--latent-dim", "0"], "latent_dim must be an integer from 1 to 784 (got 0)"),
+    (["train", "--latent-dim", "-3"], "latent_dim must be an integer from 1 to 784"),
+    (["train", "--latent-dim", "785"], "latent_dim must be an integer from 1 to 784"),
+    (["train", "--latent-dim", "ten"], "latent_dim must be an integer from 1 to 784 (got 'ten')"),
     (["train", "--latent-dim", "2.5"], "latent_dim must be an integer"),
-    (["train", "--epochs", "0"], "epochs must be an integer >= 1"),
-    (["train", "--lr", "0"], "lr must be a finite number > 0"),
-    (["train", "--lr", "-0.1"], "lr must be a finite number > 0"),
-    (["train", "--lr", "inf"], "lr must be a finite number > 0"),
-    (["train", "--lr", "fast"], "lr must be a number"),
-    (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
-    (["train", "--train-limit", "-1"], "train_limit must be 0"),
+    (["train", "--epochs", "0"], "epochs must be an integer from 1 to 1000"),
+    (["train", "--epochs", "1001"], "epochs must be an integer from 1 to 1000 (got 1001)"),
+    (["train", "--lr", "0"], "lr must be a number over 0 and at most 10"),
+    (["train", "--lr", "-0.1"], "lr must be a number over 0 and at most 10"),
+    (["train", "--lr", "inf"], "lr must be a number over 0 and at most 10"),
+    (["train", "--lr", "nan"], "lr must be a number over 0 and at most 10"),
+    (["train", "--lr", "10.5"], "lr must be a number over 0 and at most 10"),
+    (["train", "--lr", "fast"], "lr must be a number over 0 and at most 10 (got 'fast')"),
+    (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 60000"),
+    (["train", "--batch-size", "60001"], "batch_size must be an integer from 1 to 60000"),
+    (["train", "--seed", "10000"], "seed must be an integer from 0 to 9999"),
+    (["train", "--max-restarts", "-1"], "max_restarts must be an integer from 0 to 100"),
+    (["train", "--max-restarts", "101"], "max_restarts must be an integer from 0 to 100"),
+    (["train", "--train-limit", "-1"], "train_limit must be an integer from 1 to 60000, or 0 for"),
+    (["train", "--train-limit", "60001"], "train_limit must be an integer from 1 to 60000"),
+    (["train", "--test-limit", "10001"], "test_limit must be an integer from 1 to 10000, or 0 for"),
     (["train", "--device", "tpu"], "device must be one of"),
+    (["train", "--registered-model", "a/b"], "registered_model must be a name without any of /"),
+    (["train", "--registered-model", " "], "registered_model must be a name"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
+    (["sweep", "--latent-dims", "3,785"], "latent_dims must be a comma-separated list of integers"),
     (["sweep", "--latent-dims", "3,3"], "latent_dims must not repeat a value (3 given twice"),
-    (["sweep", "--seeds", "0,x"], "seeds must be a comma-separated list of integers >= 0"),
+    (["sweep", "--linear-dim", "785"], "linear_dim must be an integer from 1 to 784"),
+    (["sweep", "--seeds", "0,x"], "seeds must be a comma-separated list of integers from 0 to"),
+    (["sweep", "--seeds", "0,10000"], "seeds must be a comma-separated list of integers from 0"),
     (["sweep", "--seeds", "1,1"], "seeds must not repeat a value (1 given twice"),
-    (["sweep", "--epochs", "-2"], "epochs must be an integer >= 1"),
+    (["sweep", "--parallel", "0"], "parallel must be an integer from 1 to 64"),
+    (["sweep", "--parallel", "65"], "parallel must be an integer from 1 to 64"),
+    (["sweep", "--epochs", "-2"], "epochs must be an integer from 1 to 1000"),
+    (["sweep", "--registered-model", "a:b"], "registered_model must be a name without any of /"),
+    (["compare", "--margin", "10.5"], "margin must be a number from 0 to 10"),
+    (["compare", "--margin", "-0.1"], "margin must be a number from 0 to 10"),
+    (["compare", "--registered-model", ".."], "registered_model must be a name without any of /"),
 ]
 
 
@@ -77,14 +98,35 @@ def test_unwritable_data_dir_is_rejected_with_a_non_zero_exit(store):
     assert store.runs() == []
 
 
+# Once let through: a whole run trained before MLflow refused the name; an 82 GB
+# allocation failed with a traceback; training for ever.
+UNDER_MLFLOW_RUN = [
+    ({"registered_model": "a/b"}, "registered_model must be a name without any of / :"),
+    ({"latent_dim": 10_000_000}, "latent_dim must be an integer from 1 to 784 (got 10000000)"),
+    ({"epochs": 10_000_000_000}, "epochs must be an integer from 1 to 1000 (got 10000000000)"),
+]
+
+
 @pytest.mark.slow
-def test_bad_input_under_mlflow_run_ends_that_run_failed(store, mnist_dir):
-    result = store.mlflow_run("train", **small_args(mnist_dir, latent_dim=0))
-    assert result.returncode != 0
-    (run,) = store.runs()
+@pytest.mark.parametrize(("params", "message"), UNDER_MLFLOW_RUN)
+def test_bad_input_under_mlflow_run_ends_that_run_failed(store, mnist_dir, params, message):
+    """Our command exits 2 with one error line; `mlflow run` then exits 1, as it does for
+    every failed run, and its run ends FAILED with that line, before any work."""
+    args = small_args(mnist_dir, **{"epochs": 1, **params})
+    direct = store.cli("train", *cli_flags(args))
+    lines = direct.stderr.splitlines()
+    assert direct.returncode == 2 and len(lines) == 1, direct.stderr[-2000:]
+    assert lines[0].startswith(f"error: {message}") and store.runs() == []
+    result = store.mlflow_run("train", **args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (run,) = store.runs()  # the one `mlflow run` made; our own refusal made none
     assert run.info.status == "FAILED"
-    assert "latent_dim must be a positive integer" in run.data.tags[names.TAG_FAILURE]
-    assert names.TEST_MSE not in run.data.metrics  # no training happened
+    assert run.data.tags[names.TAG_FAILURE].startswith(message)
+    assert run.data.metrics == {}  # nothing trained, not even a system-metrics sample
+    assert store.client.search_registered_models() == []
 
 
 # MLproject's entry points: the command each runs, and the parameters its command fixes.
@@ -133,3 +175,42 @@ def test_mlproject_parameters_are_the_schema(entry_point):
     passed = {f"--{n.replace('_', '-')}": f"{{{n}}}" for n in expected}
     passed.update({f"--{n.replace('_', '-')}": value for n, value in fixed.items()})
     assert flags == passed
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mnist-autoencoder", "a b", "a@b", "ü-1", ".a", "a/b", "a:b", "a%b", "a\\b", "a?b", ".", ".."],
+)
+def test_registered_model_names_accepted_are_those_mlflows_registry_accepts(name):
+    """What Registry lets through, MLflow's registries (database and file) take; what
+    they refuse, it refuses before any work. It also refuses \\ and ? (see NOT_IN_NAMES)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.model_registry.file_store import _validate_model_name as file_rule
+    from mlflow.utils.validation import _validate_model_name as database_rule
+
+    def mlflow_accepts() -> bool:
+        try:
+            database_rule(name)
+            file_rule(name)
+        except MlflowException:
+            return False
+        return True
+
+    try:
+        Registry(name)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert accepted == (mlflow_accepts() and not set(name) & set("\\?"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_help_states_each_numeric_parameters_range(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no word is broken
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    ranged = [f for cls in COMMANDS[command].schema for f in fields(cls) if f.metadata["within"]]
+    for f in ranged:
+        if param_name(f) not in COMMANDS[command].skip:
+            assert f"({allowed(f)}; default: {to_param(f.default)})" in text, f.name
