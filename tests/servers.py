@@ -1,5 +1,5 @@
 """Real servers for tests: a throwaway PostgreSQL cluster and `mlflow server` processes,
-all on 127.0.0.1, in temporary folders."""
+on 127.0.0.1 (or a test host's address), in temporary folders."""
 
 from __future__ import annotations
 
@@ -68,13 +68,14 @@ class Postgres:
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 over a backend store, proxying artifacts into a folder.
-    stop() and start() again keep the port, as a restarted team server would."""
+    """`mlflow server` on host (127.0.0.1 by default) over a backend store, proxying artifacts
+    into a folder. stop() and start() again keep the port, as a restarted team server would.
+    Its default --allowed-hosts admits localhost and private addresses (10.*, 192.168.*)."""
 
-    def __init__(self, backend_uri: str, root: Path) -> None:
-        self.backend_uri, self.root = backend_uri, root
+    def __init__(self, backend_uri: str, root: Path, host: str = "127.0.0.1") -> None:
+        self.backend_uri, self.root, self.host = backend_uri, root, host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log = root / "server.log"
 
@@ -83,7 +84,7 @@ class MlflowServer:
             str(BIN / "mlflow"), "server",
             "--backend-store-uri", self.backend_uri,
             "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port),
+            "--host", self.host, "--port", str(self.port),
             "--workers", "2",
         ]  # fmt: skip
         with open(self.log, "a") as log:

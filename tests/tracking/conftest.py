@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from tests.cluster import NamespaceUnavailable, RayCluster, start_cluster
 from tracking import names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +121,22 @@ def _create_sqlite_store(root: Path, uri: str) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return make_store(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One two-node Ray cluster and tracking server for the session, in a network namespace.
+    Skipped where the machine cannot make one, except in CI (CI set), which must run it."""
+    try:
+        cluster = start_cluster()
+    except NamespaceUnavailable as reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the Ray tests, but: {reason}")
+        pytest.skip(str(reason))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def small_args(mnist_dir: Path, **overrides) -> dict[str, str]:
