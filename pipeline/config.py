@@ -16,8 +16,8 @@ from pathlib import Path
 
 MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends, tracking.ray_steps
-MAX_STEP_CPUS, MAX_STEP_GPUS = 1024, 64
+BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends
+MAX_STEP_CPUS, MAX_STEP_GPUS = 1024, 64  # of one step on a Ray cluster
 DEFAULT_LATENT = {"conv": 100, "linear": 10}
 PIXELS = 28 * 28
 """Of an MNIST image; also the largest latent size: a bigger code compresses nothing."""
@@ -314,19 +314,22 @@ class ClusterConfig:
         "with backend=ray: the cluster (host:port, ray://host:port or auto); empty: "
         "RAY_ADDRESS, else a new single-node cluster on this machine",
     )
-    step_cpus: float = option(1.0, f"with backend=ray: CPUs per step (0 < n <= {MAX_STEP_CPUS})")
+    step_cpus: float = option(
+        1.0,
+        "with backend=ray: CPUs per step (torch's threads)",
+        within=Range(0, MAX_STEP_CPUS, real=True, low_open=True),
+    )
     step_gpus: float = option(
-        0.0, f"with backend=ray: GPUs per step (0 to {MAX_STEP_GPUS}; 0.5 shares one by two)"
+        0.0,
+        "with backend=ray: GPUs per step (0.5: two steps share one)",
+        within=Range(0, MAX_STEP_GPUS, real=True),
     )
 
     def __post_init__(self) -> None:
+        _check_ranges(self)
         _require(self.backend in BACKENDS, "backend", f"one of {list(BACKENDS)}", self.backend)
-        cpus_ok = isinstance(self.step_cpus, (int, float)) and 0 < self.step_cpus <= MAX_STEP_CPUS
-        _require(cpus_ok, "step_cpus", f"a number > 0 and <= {MAX_STEP_CPUS}", self.step_cpus)
-        gpus_ok = isinstance(self.step_gpus, (int, float)) and 0 <= self.step_gpus <= MAX_STEP_GPUS
-        _require(gpus_ok, "step_gpus", f"a number from 0 to {MAX_STEP_GPUS}", self.step_gpus)
-        if self.backend != "ray" and (self.ray_address.strip() or self.step_gpus):
-            raise ConfigError("ray_address and step_gpus need backend=ray")
+        if self.backend != "ray" and self.ray_address.strip():
+            raise ConfigError("ray_address needs backend=ray (got backend=local)")
 
     @property
     def address(self) -> str | None:

@@ -4,8 +4,11 @@ from dataclasses import fields
 import pytest
 
 from pipeline.config import (
+    MAX_STEP_CPUS,
+    MAX_STEP_GPUS,
     PIXELS,
     SPLIT_SIZES,
+    ClusterConfig,
     CompareConfig,
     ConfigError,
     DataConfig,
@@ -123,6 +126,8 @@ RANGES = [
     (SweepConfig, "seeds", 0, 9999),
     (SweepConfig, "parallel", 1, 64),
     (CompareConfig, "margin", 0, 10),
+    (ClusterConfig, "step_cpus", None, MAX_STEP_CPUS),
+    (ClusterConfig, "step_gpus", 0, MAX_STEP_GPUS),
 ]
 
 
@@ -150,7 +155,9 @@ def test_each_numeric_parameter_takes_its_range_and_refuses_what_is_outside(cls,
         )
 
 
-@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, DataConfig, SweepConfig, CompareConfig])
+@pytest.mark.parametrize(
+    "cls", [ModelConfig, TrainConfig, DataConfig, SweepConfig, CompareConfig, ClusterConfig]
+)
 def test_every_numeric_field_has_a_range_holding_its_default(cls):
     cls()  # the defaults pass their own checks
     numeric = {f.name for f in fields(cls) if f.type in ("int", "float", "int | None")}
