@@ -17,6 +17,7 @@ from pathlib import Path
 
 MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_LATENT = {"conv": 100, "linear": 10}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
@@ -204,6 +205,11 @@ class TrainConfig:
         f"restarts use seed + {MAX_SEED} k",
     )
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
+    precision: str = option(
+        "fp32",
+        "fp32, or bf16: the training forward under bfloat16 autocast (weights, Adam and the "
+        "loss stay float32; every recorded evaluation is float32)",
+    )
     max_restarts: int = option(
         20,
         "fresh initialisations (seed + 10000 k) tried after one fails the health check; "
@@ -219,8 +225,22 @@ class TrainConfig:
         seed_ok = _at_least(self.seed, 0) and self.seed < MAX_SEED
         _require(seed_ok, "seed", f"an integer from 0 to {MAX_SEED - 1}", self.seed)
         _require(self.device in DEVICES, "device", f"one of {list(DEVICES)}", self.device)
+        allowed = f"one of {list(PRECISIONS)}"
+        _require(self.precision in PRECISIONS, "precision", allowed, self.precision)
         restarts_ok = _at_least(self.max_restarts, 0)
         _require(restarts_ok, "max_restarts", "an integer >= 0", self.max_restarts)
+
+
+def check_precision(precision: str, device_type: str, bf16_supported: bool) -> None:
+    """ConfigError if bf16 is asked for on a device that lacks it; bf16_supported is what
+    torch reports for the device (pipeline.tensors.bf16_supported)."""
+    if precision == "bf16" and not bf16_supported:
+        how = {
+            "cuda": "torch.cuda.is_bf16_supported() is False for this GPU",
+            "cpu": "oneDNN has no bfloat16 kernels for this CPU "
+            "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False; it needs AVX-512 or AMX)",
+        }.get(device_type, f"torch reports no bfloat16 support on {device_type}")
+        raise ConfigError(f"precision must be fp32 here: {how}")
 
 
 ALLOWED = {

@@ -24,6 +24,8 @@ BAD_INPUT = [
     (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
     (["train", "--train-limit", "-1"], "train_limit must be 0"),
     (["train", "--device", "tpu"], "device must be one of"),
+    (["train", "--precision", "fp16"], "precision must be one of ['fp32', 'bf16']"),
+    (["sweep", "--precision", "auto"], "precision must be one of ['fp32', 'bf16']"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,3"], "latent_dims must not repeat a value (3 given twice"),
@@ -75,6 +77,21 @@ def test_unwritable_data_dir_is_rejected_with_a_non_zero_exit(store):
     assert result.returncode == 2
     assert "cannot be created or written" in result.stderr
     assert store.runs() == []
+
+
+def test_bf16_on_a_cpu_without_bfloat16_kernels_is_refused_before_any_run(store):
+    """oneDNN held to AVX2 (as on an AVX2 host) has no bfloat16 kernels: what torch reports
+    then refuses bf16, in one line, with exit 2; float32 is not refused."""
+    store.env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    for command in ("train", "sweep"):
+        result = store.cli(command, "--precision", "bf16", "--device", "cpu")
+        assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+        assert result.stderr.splitlines() == [
+            "error: precision must be fp32 here: oneDNN has no bfloat16 kernels for this CPU "
+            "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False; it needs AVX-512 or AMX)"
+        ]
+    assert store.runs() == []
+    assert not (store.root / "data").exists()
 
 
 @pytest.mark.slow
