@@ -1,11 +1,13 @@
-"""Epoch benchmark: the project's training loop against a faithful reference of the
-exercise's loop, side by side, on the full MNIST training set.
+"""Epoch benchmark: the project's training loop, in float32 and in bfloat16, against a
+faithful reference of the exercise's loop, side by side, on the full MNIST training set.
 
-Each side runs in its own process (the reference must not inherit the project's
-process-wide CPU settings) and trains its own model from the same initial weights;
-epochs alternate between the two so that drift of the machine hits both alike, and
-nothing else runs while an epoch is timed (set-up and final evaluation wait their turn). Prints
-per-epoch times, medians, the speed-up and the test MSE of both after the last epoch.
+Each side (the reference, the project in each precision) runs in its own process (the
+reference must not inherit the project's process-wide CPU settings) and trains its own
+model from the same initial weights and batch order; epochs alternate between the sides
+so that drift of the machine hits all alike, and nothing else runs while an epoch is timed
+(set-up and final evaluation wait their turn). Prints per-epoch times, medians (the
+project's also with the epoch's evaluation), the speed-ups, bf16 against fp32, and the
+test MSE of every side after the last epoch.
 
 It also prints each model's arithmetic floor: the floating-point operations of an epoch
 (forward and backward, counted by torch's FlopCounterMode) over the rate at which this
@@ -14,6 +16,9 @@ speed-up over the reference that any float32 implementation could reach here.
 
     .venv/bin/python -m benchmarks.epoch                # conv d=100 and linear d=10, 3 epochs
     .venv/bin/python -m benchmarks.epoch --epochs 1 --train-limit 2048   # smoke size
+    .venv/bin/python -m benchmarks.epoch --precisions fp32   # float32 only
+
+bf16 is left out, with a line saying so, where oneDNN has no bfloat16 kernels.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from pipeline.config import TrainConfig
+from pipeline.config import PRECISIONS, ConfigError, TrainConfig, check_precision
 from pipeline.data import ensure_mnist, limited_size, load_mnist
 from pipeline.models import build_model
-from pipeline.tensors import evaluate, flush_denormals, to_model_input
+from pipeline.tensors import bf16_supported, evaluate, flush_denormals, to_model_input
 from pipeline.train import fit
-from tracking.host import instruction_set
+from tracking.host import bf16_support, cpu_model, instruction_set
 
 MODELS = (("conv", 100), ("linear", 10))
 GEMM_SIZE = 2048  # square float32 matrices: large enough for the library's best rate
@@ -77,20 +82,21 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
             loss.backward()
             optimizer.step()
             loss.item()  # the exercise sums loss.item() every step
-        conn.send(time.perf_counter() - start)
-    conn.recv()  # evaluate only when the other side is not timing an epoch
+        conn.send((time.perf_counter() - start, None))  # no evaluation in its epochs
+    conn.recv()  # evaluate only when no other side is timing an epoch
     conn.send(evaluate(model, to_model_input(test.images, torch.device("cpu"))))
 
 
-def project_worker(conn, kind: str, latent: int, args) -> None:
-    """The project's own fit(), paused after each epoch until the parent says go."""
+def project_worker(conn, kind: str, latent: int, args, precision: str) -> None:
+    """The project's own fit(), paused after each epoch until the parent says go; sends
+    each epoch's training seconds and its seconds with the epoch's evaluation."""
     flush_denormals()  # as the entry points do, first thing in the process
     limits = (args.train_limit or None, args.test_limit or None)  # 0: the whole split
     data = load_mnist(args.data_dir, *limits, log=lambda _: None)
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu")
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu", precision=precision)
 
     def report(result, model) -> None:
-        conn.send(len(data.train.images) / result.images_per_second)
+        conn.send((len(data.train.images) / result.images_per_second, result.seconds))
         conn.recv()  # the next epoch, or (after the last) the end of fit, when told
 
     conn.send("ready")
@@ -110,10 +116,10 @@ def flops_per_image(kind: str, latent: int, batch: int = 128) -> float:
     return counter.get_total_flops() / batch
 
 
-def gemm_rate(repeats: int = 7) -> float:
-    """This machine's float32 matrix-multiply rate, FLOP/s (median of repeats), with
+def gemm_rate(repeats: int = 7, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's matrix-multiply rate in dtype, FLOP/s (median of repeats), with
     torch's default threads: the best any layer of these models could run at."""
-    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    a, b = (torch.randn(GEMM_SIZE, GEMM_SIZE, dtype=dtype) for _ in range(2))
     a @ b  # warm-up
     times = []
     for _ in range(repeats):
@@ -131,15 +137,38 @@ def receive(conn, proc) -> float:
     return conn.recv()
 
 
-def compare(kind: str, latent: int, args) -> dict:
+def precisions_here(text: str) -> tuple[str, ...]:
+    """The precisions asked for (comma-separated) that this CPU runs; prints why bf16 is
+    left out where it is."""
+    asked = tuple(dict.fromkeys(p.strip() for p in text.split(",")))
+    if unknown := [p for p in asked if p not in PRECISIONS]:
+        raise SystemExit(f"error: precisions must be among {list(PRECISIONS)} (got {unknown})")
+    try:
+        check_precision("bf16" if "bf16" in asked else "fp32", "cpu", bf16_supported(CPU))
+    except ConfigError as exc:
+        print(f"bf16 left out: {exc}")
+        asked = tuple(p for p in asked if p != "bf16")
+    if not asked:
+        raise SystemExit("error: no precision left to measure")
+    return asked
+
+
+CPU = torch.device("cpu")
+
+
+def compare(kind: str, latent: int, args, precisions: tuple[str, ...]) -> dict:
+    """Every side's (training seconds, seconds with the epoch's evaluation) per epoch, and
+    its test MSE after the last epoch, by side: "reference", then the precisions."""
     ctx = mp.get_context("spawn")
     sides = {}
-    for name, target in (("reference", reference_worker), ("project", project_worker)):
+    targets = [("reference", reference_worker, ())]
+    targets += [(p, project_worker, (p,)) for p in precisions]
+    for name, target, more in targets:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=target, args=(child, kind, latent, args))
+        proc = ctx.Process(target=target, args=(child, kind, latent, args, *more))
         proc.start()
         sides[name] = (parent, proc)
-    for conn, proc in sides.values():  # both set up before either is timed
+    for conn, proc in sides.values():  # all set up before any is timed
         receive(conn, proc)
     times = {name: [] for name in sides}
     for _ in range(args.epochs):
@@ -155,6 +184,46 @@ def compare(kind: str, latent: int, args) -> dict:
     return {"times": times, "mse": mse}
 
 
+def print_sides(out: dict, epochs: int) -> dict[str, float]:
+    """A line per side: its epochs, median, median with evaluation, speed-up over the
+    reference and test MSE; returns the medians (training only) by side."""
+    medians = {s: statistics.median(t for t, _ in times) for s, times in out["times"].items()}
+    ref, mse_ref = medians["reference"], out["mse"]["reference"]
+    print(
+        f"  {'side':9s} {'median s':>8} {'+eval s':>8} {'speed-up':>8} {'test MSE':>9}  epochs (s)"
+    )
+    for side, times in out["times"].items():
+        whole = [w for _, w in times if w is not None]
+        with_eval = f"{statistics.median(whole):8.2f}" if whole else f"{'-':>8}"
+        mse = out["mse"][side]
+        change = "" if side == "reference" else f" ({mse / mse_ref - 1:+.1%})"
+        print(
+            f"  {side:9s} {medians[side]:8.2f} {with_eval} {ref / medians[side]:7.2f}x "
+            f"{mse:9.5f}{change:9s}  " + ", ".join(f"{t:.2f}" for t, _ in times)
+        )
+    print(
+        f"  median epoch: reference {ref:.2f} s; "
+        + "; ".join(
+            f"{s} {m:.2f} s, speed-up {ref / m:.2f}x"
+            for s, m in medians.items()
+            if s != "reference"
+        )
+    )
+    print(
+        f"  test MSE after {epochs} epochs: reference {mse_ref:.5f}; "
+        + "; ".join(f"{s} {out['mse'][s]:.5f}" for s in medians if s != "reference")
+    )
+    if "fp32" in medians and "bf16" in medians:
+        whole = {s: statistics.median(w for _, w in out["times"][s]) for s in ("fp32", "bf16")}
+        mse = out["mse"]
+        print(
+            f"  bf16 / fp32: epoch {medians['bf16'] / medians['fp32']:.2f}x, with its "
+            f"evaluation {whole['bf16'] / whole['fp32']:.2f}x; test MSE "
+            f"{mse['bf16'] / mse['fp32'] - 1:+.2%}"
+        )
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -162,35 +231,27 @@ def main() -> None:
     parser.add_argument("--data-dir", default="./data")
     parser.add_argument("--train-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     args = parser.parse_args()
     ensure_mnist(args.data_dir, log=lambda _: None)
     print(
-        f"host: {instruction_set()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {args.epochs} epochs"
+        f"host: {cpu_model()}, {instruction_set()}, {bf16_support()}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs"
     )
+    precisions = precisions_here(args.precisions)
     n_train = limited_size("train", args.train_limit)
     for kind, latent in MODELS:
-        out = compare(kind, latent, args)
-        rate = gemm_rate()  # right after the epochs, on the machine as it was for them
-        ref, own = (statistics.median(out["times"][s]) for s in ("reference", "project"))
-        mse_ref, mse_own = out["mse"]["reference"], out["mse"]["project"]
         print(f"\n{kind} d={latent}")
-        for side in ("reference", "project"):
-            print(f"  {side:9s} epochs (s): " + ", ".join(f"{t:.2f}" for t in out["times"][side]))
-        print(
-            f"  median epoch: reference {ref:.2f} s, project {own:.2f} s, speed-up {ref / own:.2f}x"
-        )
-        print(
-            f"  test MSE after {args.epochs} epochs: reference {mse_ref:.5f}, project "
-            f"{mse_own:.5f} ({mse_own / mse_ref - 1:+.1%})"
-        )
+        out = compare(kind, latent, args, precisions)
+        rate = gemm_rate()  # right after the epochs, on the machine as it was for them
+        ref = print_sides(out, args.epochs)["reference"]
         flops = flops_per_image(kind, latent)
         floor = flops * n_train / rate
         print(
             f"  arithmetic floor: {flops / 1e6:.2f} MFLOP per image per step, "
             f"{flops * n_train / 1e12:.3f} TFLOP per epoch; float32 matrix multiply here "
             f"{rate / 1e9:.0f} GFLOP/s -> {floor:.2f} s per epoch, so at most "
-            f"{ref / floor:.1f}x over the reference"
+            f"{ref / floor:.1f}x over the reference in float32"
         )
 
 

@@ -3,6 +3,7 @@ seed, stepped one batch at a time, and saved to (or restored from) a checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrainConfig, TrainingFailed
-from pipeline.tensors import prepare_model
+from pipeline.tensors import prepare_model, training_autocast
 
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
@@ -28,15 +29,19 @@ class NonFiniteLossError(TrainingFailed):
     """The training loss became NaN or infinite."""
 
 
-def check_finite(loss_sum: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss_sum).item():
-        raise NonFiniteLossError(f"training loss became {loss_sum.item()} at {where}")
+def check_finite(loss_sum: torch.Tensor, where: str) -> float:
+    """The loss as a number (the one copy to the host, which waits for a GPU); raises
+    unless it is finite."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"training loss became {value} at {where}")
+    return value
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # foreach on CUDA; fused kernel on the CPU (one pass over the parameters per step).
-    fused = next(model.parameters()).device.type == "cpu"
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
+    # The fused kernel, on the CPU and on CUDA: one pass over the parameters per step.
+    # The parameters stay float32 whatever the precision (autocast casts them per use).
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Attempt:
     ) -> None:
         torch.manual_seed(seed)
         self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
+        self.precision, self.device = cfg.precision, torch.device(device)
         self.model = prepare_model(build(), device)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.generator = torch.Generator().manual_seed(seed)
@@ -69,8 +75,12 @@ class Attempt:
         return list(order.split(self.batch_size))
 
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on a batch; returns the batch's (detached) mean loss."""
-        loss = F.mse_loss(self.model(batch), batch)
+        """One optimiser step on a batch; returns the batch's (detached) mean loss. In bf16
+        only the forward runs under autocast: the loss is float32, of the output cast to
+        float32, and needs no gradient scaling (bfloat16 has float32's range)."""
+        with training_autocast(self.precision, self.device):
+            out = self.model(batch)
+        loss = F.mse_loss(out.float(), batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.tensors import float32
+
 HEALTHY, CONSTANT, PLATEAU, DIVERGED = "healthy", "constant", "plateau", "diverged"
 
 CONSTANT_STD = 1e-4
@@ -92,7 +94,8 @@ def look(model: nn.Module, probe: torch.Tensor, step: int) -> Look:
     """Reconstruct the probe digits once and measure spread and loss."""
     was_training = model.training
     model.eval()
-    out = model(probe).float()
+    with float32(probe.device):  # as the recorded MSEs, whatever the training precision
+        out = model(probe).float()
     model.train(was_training)
     loss = F.mse_loss(out, probe).item()
     black = probe.float().pow(2).mean().item()

@@ -1,7 +1,9 @@
 """Tensor helpers shared by training, evaluation, the latent metrics and the tracking
-layer: devices, the model's input format, and evaluation in batches."""
+layer: devices, precision, the model's input format, and evaluation in batches."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,32 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
     return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether torch runs bfloat16 on the device: on CUDA torch.cuda.is_bf16_supported();
+    on the CPU whether oneDNN has bfloat16 kernels there (AVX-512 or newer: AVX512-BF16 and
+    AMX natively; it honours ONEDNN_MAX_CPU_ISA), else bf16 convolutions fall back to
+    slow reference loops."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context of a training forward: bfloat16 autocast for "bf16" (matrix multiplies
+    and convolutions in bfloat16, the float32 weights cast per use); nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def float32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Evaluation's context: float32 arithmetic, even inside a caller's autocast, so that
+    recorded MSEs are computed alike whatever the training precision."""
+    return torch.autocast(device.type, enabled=False)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -55,15 +83,17 @@ def squared_error(
     """The summed squared error of model(x) against x, a float64 scalar tensor. Given
     `total` (what an earlier call returned for the images before x), goes on from it: a
     pass split at a multiple of batch_size gives the one pass's sum, bit for bit. Given a
-    list as `codes`, appends each batch's codes to it (float, on the CPU) in the same pass."""
+    list as `codes`, appends each batch's codes to it (float, on x's device) in the same
+    pass. In float32 whatever the autocast around it."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device) if total is None else total
-    for i in range(0, len(x), batch_size):
-        batch = x[i : i + batch_size]
-        z = model.encode(batch)  # forward() is decode(encode(x)): the same numbers
-        if codes is not None:
-            codes.append(z.float().cpu())
-        total = total + F.mse_loss(model.decode(z), batch, reduction="sum").double()
+    with float32(x.device):
+        for i in range(0, len(x), batch_size):
+            batch = x[i : i + batch_size]
+            z = model.encode(batch)  # forward() is decode(encode(x)): the same numbers
+            if codes is not None:
+                codes.append(z.float())  # on x's device: no copy to the host per batch
+            total = total + F.mse_loss(model.decode(z), batch, reduction="sum").double()
     return total
 
 
@@ -78,8 +108,8 @@ def evaluate(
     batch_size: int = EVAL_BATCH,
     codes: list[torch.Tensor] | None = None,
 ) -> float:
-    """Per-sample, per-pixel mean squared error of model(x) against x. Given a list as
-    `codes`, appends each batch's codes to it (float, on the CPU) in the same pass."""
+    """Per-sample, per-pixel mean squared error of model(x) against x, in float32. Given a
+    list as `codes`, appends each batch's codes to it (float, on x's device) in the same pass."""
     return per_pixel(squared_error(model, x, batch_size, codes), x)
 
 
@@ -88,4 +118,5 @@ def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Reconstructions of uint8 images (n, 28, 28) as float (n, 28, 28) in [0, 1] on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    return model(to_model_input(images, device)).squeeze(1).float().cpu()
+    with float32(device):
+        return model(to_model_input(images, device)).squeeze(1).float().cpu()

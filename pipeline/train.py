@@ -126,8 +126,8 @@ def _train_epoch(att: Attempt, x: torch.Tensor, epoch: int) -> float:
         loss_sum += att.train_step(x[index]).double() * len(index)
         seen += len(index)
         if i % FINITE_CHECK_EVERY == 0 or i == len(batches):
-            check_finite(loss_sum, f"epoch {epoch}, step {att.step}")
-            bar.set_postfix(mse=f"{loss_sum.item() / seen:.5f}")
+            total = check_finite(loss_sum, f"epoch {epoch}, step {att.step}")
+            bar.set_postfix(mse=f"{total / seen:.5f}")
     return loss_sum.item() / len(x)
 
 
@@ -148,8 +148,8 @@ class _FinalPass:
         rest = x_train[TRAIN_EVAL_SIZE:]
         total = squared_error(model, rest, codes=self.train_codes, total=self.head)
         result.final_train_mse = per_pixel(total, x_train)
-        result.train_codes = torch.cat(self.train_codes)
-        result.test_codes = torch.cat(self.test_codes)
+        result.train_codes = torch.cat(self.train_codes).cpu()
+        result.test_codes = torch.cat(self.test_codes).cpu()
 
 
 def _evaluate_epoch(

@@ -29,6 +29,7 @@ from pipeline.config import (
     TrainConfig,
     TrainingFailed,
     allowed,
+    check_precision,
     check_writable,
     from_params,
     one_line,
@@ -94,13 +95,24 @@ Configs = dict[type, object]
 
 
 def _check_machine(train: TrainConfig, data: DataConfig) -> None:
-    """ConfigError unless this machine has the device and can write the data dir."""
+    """ConfigError unless this machine has the device, runs the precision on it and can
+    write the data dir."""
     if train.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("device must be auto or cpu here: torch finds no CUDA device")
+    _check_precision(train)
     check_writable(data.data_dir)
+
+
+def _check_precision(train: TrainConfig) -> None:
+    """ConfigError if train asks for bf16 on a device where torch reports none."""
+    if train.precision == "bf16":  # torch only then: a refusal of fp32 input stays quick
+        from pipeline.tensors import bf16_supported, resolve_device
+
+        device = resolve_device(train.device)
+        check_precision(train.precision, device.type, bf16_supported(device))
 
 
 def _train(c: Configs) -> Callable[[], object]:
@@ -109,7 +121,7 @@ def _train(c: Configs) -> Callable[[], object]:
         from tracking.training import prepare_resume, train_tracked
 
         request = prepare_resume(resume_id)
-        check_writable(request.data.data_dir)
+        _check_machine(request.train, request.data)  # its own device and precision
         return lambda: train_tracked(request)
     _check_machine(c[TrainConfig], c[DataConfig])
 

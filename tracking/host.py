@@ -41,6 +41,22 @@ def instruction_set() -> str:
     return f"{isa} ({', '.join(limits)})" if limits else isa
 
 
+def bf16_support() -> str:
+    """What torch reports of bfloat16 on the CPU: whether oneDNN has bfloat16 kernels (what
+    precision=bf16 requires) and whether the CPU runs them natively, e.g. "bf16 kernels
+    yes (avx512_bf16 yes, amx_tile no)"."""
+    import torch
+
+    from pipeline.tensors import bf16_supported
+
+    def said(name: str) -> str:
+        probe = getattr(torch.cpu, f"_is_{name}_supported", None)  # private: may go
+        return f"{name} {'unknown' if probe is None else 'yes' if probe() else 'no'}"
+
+    kernels = "yes" if bf16_supported(torch.device("cpu")) else "no"
+    return f"bf16 kernels {kernels} ({said('avx512_bf16')}, {said('amx_tile')})"
+
+
 @cache
 def host_tags() -> dict[str, str]:
     import mlflow  # here, so that describe() costs no import of torch or mlflow

@@ -135,10 +135,13 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     earlier attempt recorded one). A stop signal ends the run KILLED at the next step."""
     import ray
 
-    from pipeline.tensors import flush_denormals
+    from pipeline.config import check_precision
+    from pipeline.tensors import bf16_supported, flush_denormals, resolve_device
     from tracking.training import continue_in_run
 
     flush_denormals()
+    device = resolve_device(job.request.train.device)  # the GPU Ray gave the task, if any
+    check_precision(job.request.train.precision, device.type, bf16_supported(device))
     node = ray.get_runtime_context().get_node_id()
     source_tags = {**job.request.source_tags, names.TAG_RAY_NODE: node}
     with runs.handling_stop_signals():

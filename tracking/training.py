@@ -228,6 +228,9 @@ def _restarts_line(result: TrainResult) -> str:
     )
 
 
+_PRECISION = {"fp32": "", "bf16": " (forward in bfloat16 autocast)"}
+
+
 def describe_training(request: TrainingRequest, data: Mnist, result: TrainResult) -> str:
     """The training run's Description (Markdown): what it trained and how it ended."""
     model, train = request.model, request.train
@@ -235,7 +238,8 @@ def describe_training(request: TrainingRequest, data: Mnist, result: TrainResult
     return "\n".join(
         [
             f"**{request.alias}**: {kind} autoencoder with a {model.latent_dim}-number code, "
-            f"trained for {train.epochs} epochs from seed {train.seed} on "
+            f"trained for {train.epochs} epochs from seed {train.seed}"
+            f"{_PRECISION[train.precision]} on "
             f"{len(data.train.labels):,} MNIST training images, tested on "
             f"{len(data.test.labels):,}.",
             "",

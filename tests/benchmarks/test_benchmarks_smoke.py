@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tracking.host import KERNEL_LIMITS
+from pipeline.tensors import bf16_supported
+from tracking.host import KERNEL_LIMITS, cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -42,12 +43,27 @@ def run_benchmark(name: str, *args: str, cwd: Path, limits: dict[str, str] | Non
     return result.stdout
 
 
-def test_epoch_benchmark_prints_the_speed_up_and_floor_of_both_models(tmp_path, mnist_dir):
+def here() -> tuple[str, ...]:
+    """The precisions the benchmarks measure on this CPU by default."""
+    return ("fp32", "bf16") if bf16_supported(torch.device("cpu")) else ("fp32",)
+
+
+def test_epoch_benchmark_prints_both_precisions_speed_up_and_floor_of_both_models(
+    tmp_path, mnist_dir
+):
     sizes = ["--train-limit", "1024", "--test-limit", "256", "--data-dir", str(mnist_dir)]
     out = run_benchmark("epoch", "--epochs", "1", *sizes, cwd=tmp_path)
+    assert out.startswith(f"host: {cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, ")
     assert "conv d=100" in out and "linear d=10" in out
-    assert out.count("median epoch: reference") == out.count("speed-up") == 2
+    assert out.count("median epoch: reference") == 2
     assert out.count("test MSE after 1 epochs: reference") == 2
+    sides = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    rows = [row for row in sides if row[0] in ("reference", *here()) and row[1] != "/"]
+    assert [row[0] for row in rows] == ["reference", *here()] * 2
+    for row in rows:  # median, with evaluation, speed-up, test MSE, the epoch
+        assert float(row[1]) > 0 and row[3].endswith("x") and 0 < float(row[4]) < 1
+        assert row[2] == "-" if row[0] == "reference" else float(row[2]) >= float(row[1])
+    assert out.count("bf16 / fp32: epoch") == (2 if "bf16" in here() else 0)
     floors = [line for line in out.splitlines() if "arithmetic floor:" in line]
     assert len(floors) == 2 and all(
         "GFLOP/s" in line and "over the reference" in line for line in floors
@@ -107,12 +123,20 @@ def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_p
     """Also as the README runs it on an AVX-512 host to profile the AVX2 kernels: the
     host line then names the limits."""
     out = run_benchmark("layers", "--repeats", "2", cwd=tmp_path, limits=limits)
+    precisions = ("fp32",) if limits else here()  # oneDNN held to AVX2 has no bf16 kernels
     rows = [line.split() for line in out.splitlines() if line.startswith(("encoder", "decoder"))]
-    forms = [(row[0], row[3]) for row in rows]
-    assert len({name for name, _ in forms}) == 8  # 3 conv, 2 linear, 3 transposed conv
-    assert sum(form == "matmul" for _, form in forms) == 6
-    assert sum(form == "fold" for _, form in forms) == 3
-    assert "whole training step:" in out and "x the floor" in out
+    forms = [(row[0], row[3], row[4]) for row in rows]
+    assert len({name for name, _, _ in forms}) == 8  # 3 conv, 2 linear, 3 transposed conv
+    assert sum(form == "matmul" for _, form, _ in forms) == 6
+    assert sum(form == "fold" for _, form, _ in forms) == 3
+    for precision in precisions:
+        assert sum((f, p) == ("module", precision) for _, f, p in forms) == 8, precision
+        assert f"whole training step, {precision}:" in out
+    assert {p for _, _, p in forms} == set(precisions) and "x the floor" in out
+    rest = [line.split() for line in out.splitlines() if line.startswith(("elementwise", "loss"))]
+    assert sorted(row[-3] for row in rest) == sorted(precisions * 2)
+    assert sum(line.startswith("adam: fused step") for line in out.splitlines()) == 1
     named = ", ".join(f"{k}={v}" for k, v in limits.items())
     host = f"AVX2 ({named})" if limits else torch.backends.cpu.get_cpu_capability()
     assert out.startswith(f"host: {host}, ")
+    assert ("bf16 left out: precision must be fp32 here" in out) == ("bf16" not in precisions)

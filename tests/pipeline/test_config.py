@@ -15,6 +15,7 @@ from pipeline.config import (
     ModelConfig,
     SweepConfig,
     TrainConfig,
+    check_precision,
     from_params,
     to_params,
 )
@@ -36,6 +37,8 @@ from pipeline.config import (
         (lambda: TrainConfig(seed=-1), "seed"),
         (lambda: TrainConfig(seed=10_000), "seed"),
         (lambda: TrainConfig(device="tpu"), "device"),
+        (lambda: TrainConfig(precision="fp16"), "precision"),
+        (lambda: TrainConfig(precision="auto"), "precision"),
         (lambda: TrainConfig(max_restarts=-1), "max_restarts"),
         (lambda: DataConfig(train_limit=0), "train_limit"),
         (lambda: DataConfig(test_limit=-5), "test_limit"),
@@ -50,7 +53,7 @@ def test_bad_values_name_the_parameter_and_what_is_allowed(make, name):
 
 def test_defaults_are_the_exercise_settings():
     cfg = TrainConfig()
-    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (10, 1e-3, 128)
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.precision) == (10, 1e-3, 128, "fp32")
 
 
 def sweep(**params: str) -> SweepConfig:
@@ -94,6 +97,7 @@ def test_bad_lists_are_named(name, text, message):
         ModelConfig("linear", 7),
         DataConfig("/tmp/x", train_limit=None, test_limit=50),
         TrainConfig(epochs=3, lr=0.0005, batch_size=64, seed=9, device="cpu", max_restarts=0),
+        TrainConfig(precision="bf16"),
         SweepConfig((3, 10), 4, (0, 2), parallel=2, force=True),
         CompareConfig(margin=0.1, data_dir="d"),
     ],
@@ -164,3 +168,19 @@ def test_every_numeric_field_has_a_range_holding_its_default(cls):
     numeric |= {f.name for f in fields(cls) if f.type == "tuple[int, ...]"}
     ranged = {f.name for f in fields(cls) if f.metadata["within"] is not None}
     assert ranged == numeric == {name for c, name, _, _ in RANGES if c is cls}
+
+
+@pytest.mark.parametrize(
+    ("device_type", "reason"),
+    [
+        ("cpu", "oneDNN has no bfloat16 kernels for this CPU"),
+        ("cuda", "torch.cuda.is_bf16_supported() is False for this GPU"),
+    ],
+)
+def test_bf16_is_refused_in_one_line_where_torch_reports_no_support(device_type, reason):
+    with pytest.raises(ConfigError) as info:
+        check_precision("bf16", device_type, bf16_supported=False)
+    message = str(info.value)
+    assert message.startswith(f"precision must be fp32 here: {reason}") and "\n" not in message
+    check_precision("bf16", device_type, bf16_supported=True)
+    check_precision("fp32", device_type, bf16_supported=False)  # float32 runs anywhere

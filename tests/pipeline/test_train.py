@@ -1,9 +1,11 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.attempt import Attempt, NonFiniteLossError
-from pipeline.config import TrainConfig
+from pipeline.config import PRECISIONS, TrainConfig
 from pipeline.data import load_mnist
 from pipeline.health import (
     CONSTANT,
@@ -16,7 +18,13 @@ from pipeline.health import (
 from pipeline.latent import encode_all
 from pipeline.models import ConvAutoencoder, build_model
 from pipeline.restarts import RESTART_STRIDE, CollapseError, DivergedError
-from pipeline.tensors import EVAL_BATCH, evaluate, reconstruct, to_model_input
+from pipeline.tensors import (
+    EVAL_BATCH,
+    bf16_supported,
+    evaluate,
+    reconstruct,
+    to_model_input,
+)
 from pipeline.train import TRAIN_EVAL_SIZE, _run_epochs, fit
 
 
@@ -309,3 +317,52 @@ def test_training_goes_on_from_the_health_window_as_if_trained_in_one_go(mnist_d
     for a, b in weights:
         assert torch.equal(a, b)
     assert len(steps) == sum(r.step for r in result.restarts) + cfg.epochs * 256
+
+
+needs_bf16 = pytest.mark.skipif(
+    not bf16_supported(torch.device("cpu")),
+    reason="needs bfloat16 kernels: torch.ops.mkldnn._is_mkldnn_bf16_supported() is False here",
+)
+
+
+@needs_bf16
+def test_bf16_training_learns_keeps_float32_weights_and_records_float32_mses(small):
+    states = []
+    cfg = TrainConfig(epochs=3, batch_size=32, precision="bf16")
+    save = lambda state: states.append(copy.deepcopy(state))  # noqa: E731 (live tensors)
+    result = fit(lambda: build_model("conv", 10), small, cfg, on_checkpoint=save, **quiet())
+    train, test = zip(*losses(result), strict=True)
+    assert train[-1] < 0.7 * train[0] and test[-1] < 0.7 * test[0]
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    cpu = torch.device("cpu")
+    x_test, x_train = (to_model_input(s.images, cpu) for s in (small.test, small.train))
+    # The recorded MSEs are float32 evaluations, even inside a caller's autocast ...
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert result.final.test_mse == evaluate(result.model, x_test)
+        assert result.final_train_mse == evaluate(result.model, x_train)
+        with torch.inference_mode():
+            in_bf16 = F.mse_loss(result.model(x_test).float(), x_test).item()
+    # ... which a bfloat16 forward would not give (measured: 9e-5 apart, relatively).
+    assert abs(in_bf16 / result.final.test_mse - 1) > 1e-5
+    # Resumed from its first epoch's checkpoint with its precision: the same run.
+    resumed = fit(lambda: build_model("conv", 10), small, cfg, resume=states[0], **quiet())
+    assert losses(resumed) == losses(result)
+
+
+@needs_bf16
+def test_bf16_and_fp32_from_the_same_start_end_close(small):
+    """The same seed gives both the same initial weights and batch order. Measured on an
+    AMD EPYC (AVX512, avx512_bf16, no AMX): test MSE +0.20% here (conv d=100, 2 epochs of
+    1024 images); +1.3% at d=100 and +0.1% at d=10 after 3 epochs of 2048 in batches of
+    64."""
+    test_mse = {
+        precision: fit(
+            lambda: build_model("conv", 100),
+            small,
+            TrainConfig(epochs=2, batch_size=32, precision=precision),
+            **quiet(),
+        ).final.test_mse
+        for precision in PRECISIONS
+    }
+    assert test_mse["bf16"] != test_mse["fp32"]  # bf16 did run
+    assert test_mse["bf16"] == pytest.approx(test_mse["fp32"], rel=0.02)

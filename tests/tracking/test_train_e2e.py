@@ -9,6 +9,7 @@ import mlflow
 import pytest
 import torch
 
+from pipeline.tensors import bf16_supported
 from tests.tracking.conftest import (
     cli_command,
     cli_flags,
@@ -200,6 +201,26 @@ def test_registered_model_reloaded_in_a_fresh_process_reproduces_the_logged_mse(
     assert loaded["mse"] == pytest.approx(run.data.metrics[names.FINAL_TEST_MSE], rel=1e-5)
     assert loaded["code"] == [4, 10]  # encode() survives the registry
     assert str(store.root) in loaded["module"]  # the class came with the model, not the repo
+
+
+@pytest.mark.skipif(
+    not bf16_supported(torch.device("cpu")),
+    reason="needs bfloat16 kernels: torch.ops.mkldnn._is_mkldnn_bf16_supported() is False here",
+)
+def test_a_bf16_run_records_its_precision_and_float32_mses(store, mnist_dir):
+    """The logged test MSE of a bf16 run is the float32 evaluation of its model: a fresh
+    process, reloading it and computing in float32 without autocast, gets it again."""
+    args = small_args(mnist_dir, latent_dim=10, epochs=2, precision="bf16")
+    result = store.cli("train", *cli_flags(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = store.runs()
+    assert run.data.params["precision"] == "bf16"
+    assert "bfloat16" in run.data.tags["mlflow.note.content"]
+    uri = f"models:/{names.DEFAULT_REGISTERED_MODEL}@conv-d10-s0"
+    out = store.python(LOAD_AND_SCORE, uri, str(mnist_dir), args["test_limit"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["mse"] == pytest.approx(run.data.metrics[names.FINAL_TEST_MSE], rel=1e-5)
 
 
 def test_sweep_runs_every_step_as_a_child_of_one_parent(store, mnist_dir):

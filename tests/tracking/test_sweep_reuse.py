@@ -1,0 +1,60 @@
+"""Which FINISHED run a sweep step takes over: every one of the step's parameters must
+match, the precision among them. Runs built in a real SQLite store in tmp_path."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline.config import DataConfig, SweepConfig, TrainConfig
+from pipeline.data import digest_for_limits
+from tracking import names
+from tracking.sweep import Step, SweepRequest, reusable_run
+
+VERSION = "test-version"
+DATA = DataConfig("./data", train_limit=1024, test_limit=256)
+DIGEST = digest_for_limits(DATA.train_limit, DATA.test_limit)
+
+
+def request(precision: str) -> SweepRequest:
+    return SweepRequest(SweepConfig(latent_dims=(3,)), DATA, TrainConfig(precision=precision))
+
+
+def finished_step_run(step: Step, params: dict[str, str]) -> str:
+    """A FINISHED training run of the step as a sweep leaves it: its entry point, the
+    step's parameters, its dataset and a registered version."""
+    tags = {
+        names.TAG_ROLE: names.ROLE_TRAIN,
+        names.TAG_CODE_VERSION: VERSION,
+        names.TAG_ENTRY_POINT: step.entry_point,
+        names.TAG_REGISTERED_VERSION: "1",
+    }
+    dataset = mlflow.data.from_numpy(np.zeros((2, 2)), name="mnist-training", digest=DIGEST)
+    with mlflow.start_run(run_name=step.name, tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_input(dataset, context="training")
+    return run.info.run_id
+
+
+@pytest.mark.parametrize(("trained", "wanted"), [("bf16", "fp32"), ("fp32", "bf16")])
+def test_a_run_of_one_precision_is_never_reused_for_the_other(store, monkeypatch, trained, wanted):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    step = request(trained).steps()[0]
+    run_id = finished_step_run(step, request(trained).step_parameters(step))
+    experiment = mlflow.get_run(run_id).info.experiment_id
+
+    def reused(precision: str):
+        params = request(precision).step_parameters(step)
+        return reusable_run(step, params, experiment, DIGEST, VERSION)
+
+    assert reused(trained).info.run_id == run_id  # the same step is taken over
+    assert request(wanted).step_parameters(step)["precision"] == wanted
+    assert reused(wanted) is None
+
+
+def test_a_sweep_passes_its_precision_to_every_step():
+    sweep = replace(request("bf16"), sweep=SweepConfig(latent_dims=(3, 10), seeds=(0, 1)))
+    assert {sweep.step_parameters(s)["precision"] for s in sweep.steps()} == {"bf16"}
