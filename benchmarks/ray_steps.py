@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -117,7 +118,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
         root = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
-        env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(PROJECT),
+        # A token of its own: Ray turns token authentication on where ~/.ray/auth_token
+        # exists, and every process of the cluster and its drivers must then hold it.
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+                   RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONPATH=str(PROJECT),
                    PATH=f"{BIN}{os.pathsep}{env['PATH']}")  # fmt: skip
         server = MlflowServer(f"sqlite:///{root / 'mlflow.db'}", root).start()
         env["MLFLOW_TRACKING_URI"] = server.url

@@ -28,7 +28,7 @@ from pipeline.config import ClusterConfig, ConfigError, one_line
 from tracking import names, runs
 from tracking.backends import Ended, Job, train_step
 
-CONNECT_SECONDS = 20  # for a cluster's address to accept a connection, before any run
+CONNECT_SECONDS = 10  # for a cluster's address to accept a connection, before any run
 POLL_SECONDS = 0.5  # how often the driver looks for ended tasks and a stop signal
 CANCEL_WAIT_SECONDS = 60  # for cancelled tasks to end their runs (they stop within a step)
 TASK_RETRIES = 3  # of a task whose worker or node died; each continues from the checkpoint
@@ -139,6 +139,9 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     from pipeline.tensors import bf16_supported, flush_denormals, resolve_device
     from tracking.training import continue_in_run
 
+    # A cluster started by a driver under `mlflow run` passes the driver's run on to its
+    # workers; this task's run is the one the driver made for it.
+    os.environ.pop("MLFLOW_RUN_ID", None)
     flush_denormals()
     device = resolve_device(job.request.train.device)  # the GPU Ray gave the task, if any
     check_precision(job.request.train.precision, device.type, bf16_supported(device))
