@@ -1,6 +1,6 @@
 """Training health: whether a fresh initialisation learns, decided in its first steps.
 
-Two ways of not learning are seen on this model (README: *Training health*):
+Two ways of not learning are seen on this model (docs/training-health.md):
 
 - **constant**: the output stops depending on the input. The reconstructions of the
   probe digits no longer vary (largest per-pixel standard deviation under CONSTANT_STD).
@@ -37,13 +37,13 @@ CONSTANT_STD = 1e-4
 collapsing ones fall under 5e-5 within 25 steps."""
 PLATEAU_RATIO = 0.8
 """A model whose probe MSE is still at least this fraction of the all-black output's MSE
-at the end of the window is on the plateau (see the README's table)."""
+at the end of the window is on the plateau (see the table in docs/training-health.md)."""
 DIVERGED_RATIO = 10.0
 """A model whose probe MSE is at least this multiple of the all-black output's once the
 window is over has diverged: its steps overshoot (the learning rate is too large for it),
 which no other initialisation mends. No output within [0, 1] gets there (the worst one
 reaches 8.70x on the probe digits), so a sigmoid output never counts as diverged, only an
-unbounded one that grows. Measured: no look at any step of the 80 runs in the README's
+unbounded one that grows. Measured: no look at any step of the 80 runs of docs/training-health.md's
 two tables came above 1.05."""
 HEALTH_WINDOW = 200
 """Steps an initialisation trains before it is judged."""

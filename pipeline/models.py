@@ -14,8 +14,8 @@ IMAGE_SHAPE = (1, 28, 28)
 
 CONV_INITS = ("he", "pytorch")
 """How ConvAutoencoder's weights start: "he" (the default; He et al. 2015, for ReLU
-networks) or "pytorch" (each layer's own default, as in the exercise). README: *Training
-health* measures both."""
+networks) or "pytorch" (each layer's own default, as in the exercise).
+docs/training-health.md measures both."""
 
 
 class ConvAutoencoder(nn.Module):

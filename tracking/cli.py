@@ -259,7 +259,7 @@ def check_tracking_server(wait_seconds: float = SERVER_WAIT_SECONDS) -> None:
                 reason = getattr(exc, "reason", exc)
                 raise ConfigError(
                     f"no MLflow tracking server answers at {uri} ({reason}); start it, or "
-                    "point MLFLOW_TRACKING_URI at a running one (README: team setup)"
+                    "point MLFLOW_TRACKING_URI at a running one (docs/team-setup.md)"
                 ) from None
             time.sleep(SERVER_RETRY_SECONDS)
 

@@ -104,7 +104,7 @@ def report_failure(launched: Launched, returncode: int) -> str:
         print(
             "hint: parallel steps share one SQLite file, and SQLite let one wait too long; "
             "run again with parallel=1 (finished steps are reused), or use a tracking "
-            "server (README: team setup)",
+            "server (docs/team-setup.md)",
             flush=True,
         )
     return failure_line(launched.label, reason)

@@ -37,7 +37,7 @@ PICKLE_NOTED = "LATENT_STUDY_PICKLE_NOTED"
 PICKLE_NOTE = (
     "note: models are saved in MLflow's pickle format, so that loading one gives the "
     "project's nn.Module with encode() and decode(); unpickling runs code, so load models "
-    "only from a registry you trust (README: Loading models safely)"
+    "only from a registry you trust (docs/models.md)"
 )
 
 
