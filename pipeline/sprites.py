@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-COLUMNS = 40  # 1,000 digits: 40 x 25 tiles, 1120 x 700 pixels
+COLUMNS = 40  # 600 digits: 40 x 15 tiles, 1120 x 420 pixels
 TILE = 28
 
 

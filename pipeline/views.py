@@ -14,9 +14,10 @@ from pipeline.interpolate import interpolate
 from pipeline.latent import encode_all, project_3d
 from pipeline.tensors import reconstruct
 
-EXPLORED = 1000
+EXPLORED = 600
 """Test digits shown in the latent explorer per model (the first ones of the test set):
-enough to see the clusters, few enough to keep their thumbnails light."""
+enough to see the clusters, few enough to keep their thumbnails light (a sheet of 600
+reconstructions is 200-600 kB of base64 PNG, the noisier the model the larger)."""
 
 
 @dataclass(frozen=True)
