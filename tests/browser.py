@@ -191,12 +191,13 @@ STUDY_SECTIONS = {
     "explorer": "Latent explorer",
     "interpolations": "Interpolations",
 }
-# A 3D point cannot be hovered reliably with a headless mouse (WebGL picking): send the
-# plotly_hover event that plotly sends for a point, with the same fields.
+# A given 3D point cannot be aimed at with the mouse (its place on screen depends on the
+# camera): to hover a chosen point, send the plotly_hover event plotly sends, same fields.
 HOVER = """
 const gd = document.getElementById('explorer-plot');
-const [curve, point] = arguments;
-const trace = gd._fullData[curve], index = Number(trace.customdata[point]);
+const [curve, avoid] = arguments;  // the first point of that trace not at index `avoid`
+const trace = gd._fullData[curve], ids = Array.from(trace.customdata, Number);
+const point = ids.findIndex((i) => i !== avoid), index = ids[point];
 const hovered = {curveNumber: curve, pointNumber: point, customdata: index,
                  data: gd.data[curve], fullData: trace};
 gd.emit('plotly_hover', {points: [hovered]});
@@ -221,6 +222,25 @@ def open_offline(driver, page: Path) -> float:
     return load_ms / 1000
 
 
+def mouse_hover_somewhere(driver, selector: str, caption: str, step: int = 8) -> str:
+    """Move the real mouse over the plot, from the middle of its scene outwards, until the
+    text at `caption` changes (plotly picked a point under the cursor); returns that text."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    plot = driver.find_element(By.CSS_SELECTOR, selector)
+    text = driver.find_element(By.CSS_SELECTOR, caption).text
+    middle_x = -plot.rect["width"] // 10  # the scene sits left of the legend
+    offsets = [(x, y) for x in range(-240, 241, step) for y in range(-200, 201, step)]
+    offsets.sort(key=lambda o: (o[0] - middle_x) ** 2 + o[1] ** 2)
+    for x, y in offsets:
+        ActionChains(driver).move_to_element_with_offset(plot, x, y).perform()
+        shown = driver.find_element(By.CSS_SELECTOR, caption).text
+        if shown != text:
+            return shown
+    pytest.fail(f"no point of {selector} was hovered by the mouse")
+
+
 def _switched(driver, title: str) -> dict | None:
     state = read_plot(driver, "#explorer-plot")
     return state if state["title"] != title else None
@@ -231,8 +251,9 @@ def check_study_page(
 ) -> None:
     """Assert what study.html must do in Chromium offline: every section present, three
     plots drawn, the explorer's first model drawn with WebGL (`counts` points per digit),
-    hovering a point changes both thumbnails, and the model switch changes the points and
-    the reconstruction. Saves a screenshot of the hovered explorer to save_as."""
+    hovering a point (with the mouse, then a chosen point through plotly's hover event)
+    changes both thumbnails, and the model switch changes the points and the
+    reconstruction. Saves a screenshot of the hovered explorer to save_as."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -246,14 +267,17 @@ def check_study_page(
             assert heading in driver.find_element(By.ID, anchor).text, anchor
         assert len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == 3
         before = [element_image(driver, s) for s in THUMBS]
-        index = driver.execute_script(HOVER, 3, 2)  # digit 3's third point
+        moused = mouse_hover_somewhere(driver, "#explorer-plot", "#explorer-caption")
+        moused_index = int(moused.removeprefix("Test digit ").split(",")[0])
+        moused_images = [element_image(driver, s) for s in THUMBS]
+        assert not any(np.array_equal(a, b) for a, b in zip(before, moused_images, strict=True))
+        screenshot(driver, save_as)  # the explorer, hovered by the mouse
+        index = driver.execute_script(HOVER, 3, moused_index)  # a digit 3 not hovered yet
         caption = driver.find_element(By.ID, "explorer-caption").text
-        assert index != 0 and f"Test digit {index}, a 3" in caption, caption
+        assert f"Test digit {index}, a 3" in caption, caption
         hovered = [element_image(driver, s) for s in THUMBS]
-        for old, new in zip(before, hovered, strict=True):
+        for old, new in zip(moused_images, hovered, strict=True):
             assert new.std() > 5 and not np.array_equal(old, new), "the thumbnail did not change"
-        driver.execute_script("document.getElementById('explorer').scrollIntoView()")
-        screenshot(driver, save_as)  # the hovered explorer
         Select(driver.find_element(By.ID, "explorer-model")).select_by_index(1)
         state = wait_for(driver, lambda: _switched(driver, first.title), "the second model")
         assert [t["first_x"] for t in state["traces"]] != [t["first_x"] for t in first.traces]
