@@ -1,5 +1,5 @@
-"""The comparison's figures. Pure: each function returns a figure (or its bytes/HTML
-text); only the entry point writes files.
+"""The comparison's figures. Pure: each function returns a figure (or its PNG bytes);
+only the entry point writes files.
 
 matplotlib figures are built on ``matplotlib.figure.Figure`` (no pyplot, no global state,
 no display needed); plotly figures are ``plotly.graph_objects.Figure``.
@@ -12,7 +12,6 @@ import io
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from plotly.colors import qualitative
@@ -21,7 +20,7 @@ from pipeline.images import reconstruction_grid
 
 DIGIT_COLOURS = qualitative.D3  # ten colours, one per digit
 MODEL_COLOURS = qualitative.D3 + qualitative.Dark24
-MAX_LEGEND = 12  # more models than this: the PNG drops its legend (the HTML page keeps one)
+MAX_LEGEND = 12  # more models than this: the PNG drops its legend (study.html keeps one)
 
 
 def _by_label(curves: pd.DataFrame):
@@ -97,25 +96,39 @@ def loss_curves_plotly(curves: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def reconstruction_figure(originals: np.ndarray, rows: dict[str, np.ndarray]) -> Figure:
-    """The same test digits: originals on top, then one row per model (label -> images
-    (n, 28, 28) in [0, 1])."""
-    labels = ["original", *rows]
-    grid = reconstruction_grid([originals, *rows.values()])
+def image_rows_figure(rows: dict[str, np.ndarray], title: str) -> Figure:
+    """Rows of images (label -> (n, 28, 28) in [0, 1]), one tiled row per label, labelled
+    on the left."""
+    grid = reconstruction_grid(list(rows.values()))
     fig = Figure(figsize=(grid.shape[1] / 60 + 1.5, grid.shape[0] / 60), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    step = grid.shape[0] / len(labels)
-    ax.set_yticks([step * (i + 0.5) for i in range(len(labels))], labels)
+    step = grid.shape[0] / len(rows)
+    ax.set_yticks([step * (i + 0.5) for i in range(len(rows))], list(rows))
     ax.set_xticks([])
-    ax.set_title("Reconstructions of the same test digits")
+    ax.set_title(title)
     return fig
+
+
+def reconstruction_figure(originals: np.ndarray, rows: dict[str, np.ndarray]) -> Figure:
+    """The same test digits: originals on top, then one row per model (label -> images
+    (n, 28, 28) in [0, 1])."""
+    return image_rows_figure(
+        {"original": originals, **rows}, "Reconstructions of the same test digits"
+    )
+
+
+def interpolations_figure(rows: dict[str, np.ndarray]) -> Figure:
+    """One row per (model, digit pair): the decoded steps from one test digit's code to
+    the other's (label -> (steps, 28, 28) in [0, 1])."""
+    return image_rows_figure(rows, "Decoded along the straight line between two test codes")
 
 
 def latent_scatter_3d(points: np.ndarray, labels: np.ndarray, title: str) -> go.Figure:
     """Ten 3D scatter traces, one per digit (legend), hover showing digit and test index.
 
-    `points`: (n, 3) coordinates, `labels`: (n,) digits; the index shown is the row.
+    `points`: (n, 3) coordinates, `labels`: (n,) digits; the index shown (customdata) is
+    the row.
     """
     fig = go.Figure()
     axes = ("x", "y", "z")
@@ -126,16 +139,11 @@ def latent_scatter_3d(points: np.ndarray, labels: np.ndarray, title: str) -> go.
             customdata=index,
             mode="markers",
             name=f"digit {digit}",
-            marker={"size": 2, "color": DIGIT_COLOURS[digit]},
+            marker={"size": 3, "color": DIGIT_COLOURS[digit]},
             hovertemplate=f"digit {digit}<br>index %{{customdata}}<extra></extra>",
         )
     fig.update_layout(title=title, legend={"itemsizing": "constant"}, height=700)
     return fig
-
-
-def standalone_html(fig: go.Figure) -> str:
-    """A full HTML page with plotly.js inside: it works offline (no CDN)."""
-    return pio.to_html(fig, full_html=True, include_plotlyjs=True)
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:

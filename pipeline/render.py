@@ -128,7 +128,8 @@ def _excluded_lines(excluded: pd.DataFrame) -> list[str]:
     ]
 
 
-def _sections(doc: ReportDoc) -> list[tuple[str, list[str]]]:
+def sections(doc: ReportDoc) -> list[tuple[str, list[str]]]:
+    """(heading, lines) of the observations, the recommendation and the excluded runs."""
     rec = doc.recommendation
     pick = f"{rec.model} ({doc.champion})" if doc.champion else rec.model
     return [
@@ -146,7 +147,7 @@ def to_markdown(doc: ReportDoc) -> str:
     parts += [config_table(doc.configs).to_markdown(index=False, disable_numparse=True), ""]
     parts += [f"## {RUNS_CAPTION}", ""]
     parts += [display_table(doc.report).to_markdown(index=False, disable_numparse=True), ""]
-    for heading, lines in _sections(doc):
+    for heading, lines in sections(doc):
         parts += [f"## {heading}", "", *(f"- {line}" for line in lines), ""]
     return "\n".join(parts)
 
@@ -167,7 +168,7 @@ def to_html(doc: ReportDoc) -> str:
     body.append(config_table(doc.configs).to_html(index=False, border=0))
     body.append(f"<h2>{esc(RUNS_CAPTION)}</h2>")
     body.append(display_table(doc.report).to_html(index=False, border=0))
-    for heading, lines in _sections(doc):
+    for heading, lines in sections(doc):
         items = "".join(f"<li>{esc(line)}</li>" for line in lines)
         body.append(f"<h2>{esc(heading)}</h2><ul>{items}</ul>")
     for caption, png in doc.images.items():

@@ -1,4 +1,4 @@
-"""The comparison's figures: the traces they hold, and pages that need no network."""
+"""The comparison's figures: the traces and images they hold."""
 
 import numpy as np
 import pandas as pd
@@ -8,12 +8,12 @@ from matplotlib.figure import Figure
 from pipeline.images import reconstruction_grid
 from pipeline.plots import (
     DIGIT_COLOURS,
+    interpolations_figure,
     latent_scatter_3d,
     loss_curves_plotly,
     loss_curves_png,
     png_bytes,
     reconstruction_figure,
-    standalone_html,
 )
 
 
@@ -104,8 +104,11 @@ def test_latent_scatter_has_ten_digit_traces_with_hover():
     assert fig.layout.showlegend is not False
 
 
-def test_standalone_html_includes_plotly_js():
-    page = standalone_html(latent_scatter_3d(np.zeros((10, 3)), np.arange(10), "t"))
-    assert page.startswith("<html>") or page.lstrip().lower().startswith("<!doctype html")
-    assert len(page) > 3_000_000  # plotly.js itself is inside
-    assert "<script src=" not in page.replace(" ", "")  # nothing fetched: no external script
+def test_interpolations_figure_has_one_labelled_row_per_walk():
+    rows = {f"conv-d3: {a} to {b}": np.full((10, 28, 28), a / 10) for a, b in ((1, 7), (3, 8))}
+    fig = interpolations_figure(rows)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(rows)
+    (image,) = ax.get_images()
+    np.testing.assert_array_equal(image.get_array(), reconstruction_grid(list(rows.values())))
+    assert png_bytes(fig).startswith(b"\x89PNG")

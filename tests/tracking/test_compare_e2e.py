@@ -13,7 +13,8 @@ import pytest
 from pipeline.config import DEFAULT_MARGIN
 from pipeline.data import load_mnist
 from pipeline.spread import SPREAD_METRICS, STATS
-from tests.browser import check_rendered
+from pipeline.views import EXPLORED
+from tests.browser import check_study_page, cold_load_seconds
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
 from tracking.query import HISTORY_METRICS, REASON_CHARS, find_runs
@@ -28,18 +29,17 @@ ARTIFACTS = {
     "report.csv",
     "runs.csv",
     "mse_vs_latent.png",
-    "mse_vs_latent.html",
     "report.md",
     "report.html",
     "compared_runs.csv",
     "loss_curves.png",
-    "loss_curves.html",
     "reconstructions.png",
-    "latent_3d.html",
-    "latent_projections/conv-d10.html",
-    "latent_projections/linear-d10.html",
+    "interpolations.png",
+    "study.html",
     names.REPORT_TABLE,
 }
+MAX_ARTIFACT_BYTES = 10_000_000  # the whole comparison run, study.html's plotly.js included
+LOAD_LIMIT_S = 3.0
 LOAD_CHAMPION = """
 import json, sys, mlflow, torch
 model = mlflow.pytorch.load_model(sys.argv[1], map_location="cpu")
@@ -61,11 +61,18 @@ def comparisons(store: Store, parent_run_id: str | None = None) -> list:
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
-def artifact_paths(store: Store, run_id: str, folder: str = "") -> set[str]:
-    paths = set()
+def artifact_sizes(store: Store, run_id: str, folder: str = "") -> dict[str, int]:
+    """Every artifact of the run, in every folder, and its size in bytes."""
+    sizes = {}
     for item in store.client.list_artifacts(run_id, folder or None):
-        paths |= artifact_paths(store, run_id, item.path) if item.is_dir else {item.path}
-    return paths
+        sizes |= (
+            artifact_sizes(store, run_id, item.path) if item.is_dir else {item.path: item.file_size}
+        )
+    return sizes
+
+
+def artifact_paths(store: Store, run_id: str) -> set[str]:
+    return set(artifact_sizes(store, run_id))
 
 
 def download(store: Store, run_id: str, path: str, into: Path) -> Path:
@@ -99,6 +106,9 @@ def test_main_ends_with_a_finished_comparison_holding_every_artifact(swept):
     assert {r.data.params["seed"] for r in trained} == {"0", "1"}
     assert set(comparison.data.tags[names.TAG_COMPARED_RUNS].split(",")) == training_ids
     assert artifact_paths(store, comparison.info.run_id) == ARTIFACTS
+    (line,) = [line for line in stdout.splitlines() if line.startswith("study page: ")]
+    page = Path(line.removeprefix("study page: ").removesuffix(" (open it in a browser)"))
+    assert page.name == "study.html" and page.is_file()  # a local path the user can open
     assert "recommended:" in stdout and f"models:/{MODEL}@{names.CHAMPION_ALIAS}" in stdout
     page = f"#/experiments/{sweep.info.experiment_id}/runs?workflowType=machine_learning"
     assert "browse the runs: `mlflow ui --backend-store-uri" in stdout and page in stdout
@@ -187,11 +197,22 @@ def test_champion_alias_follows_the_rule_and_loads(swept, tmp_path):
     assert json.loads(loaded.stdout.splitlines()[-1]) == {"latent_dim": int(expected["latent_dim"])}
 
 
-def test_latent_3d_page_renders_in_chromium(swept, tmp_path, mnist_dir, chromium):
+def test_comparison_artifacts_are_light(swept):
     store, _, comparison, _ = swept
-    page = download(store, comparison.info.run_id, "latent_3d.html", tmp_path)
-    counts = np.bincount(load_mnist(mnist_dir, log=print).test.labels.numpy()).tolist()
-    check_rendered(page, counts, chromium, min_colours=8)  # digits may hide one another
+    sizes = artifact_sizes(store, comparison.info.run_id)
+    print("artifact bytes:", sorted(sizes.items(), key=lambda item: -item[1]))
+    assert sum(sizes.values()) < MAX_ARTIFACT_BYTES, sizes
+
+
+def test_study_page_works_offline_in_chromium(swept, tmp_path, mnist_dir, chromium):
+    store, _, comparison, _ = swept
+    page = download(store, comparison.info.run_id, "study.html", tmp_path)
+    labels = load_mnist(mnist_dir, log=print).test.labels.numpy()[:EXPLORED]
+    counts = np.bincount(labels, minlength=10).tolist()  # conv-d3's own codes, drawn first
+    check_study_page(page, chromium, counts, tmp_path / "hovered.png", min_colours=8)
+    load_s = cold_load_seconds(page, chromium)
+    print(f"study.html loaded in {load_s:.2f} s")
+    assert load_s < LOAD_LIMIT_S
 
 
 def test_query_casts_params_once_and_reads_histories(swept, monkeypatch):
@@ -267,8 +288,9 @@ def test_without_a_d3_run_the_projections_still_come_out(store, mnist_dir, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "No d=3 run" in result.stdout
     (comparison,) = comparisons(store)
-    paths = artifact_paths(store, comparison.info.run_id)
-    assert "latent_projections/linear-d4.html" in paths and "latent_3d.html" not in paths
+    assert {"study.html", "interpolations.png"} <= artifact_paths(store, comparison.info.run_id)
+    page = download(store, comparison.info.run_id, "study.html", tmp_path).read_text()
+    assert "linear-d4: 3D PCA projection of its codes" in page
     markdown = download(store, comparison.info.run_id, "report.md", tmp_path).read_text()
     assert "No d=3 run among the compared runs" in markdown
     version = store.client.get_model_version_by_alias(MODEL, names.CHAMPION_ALIAS)

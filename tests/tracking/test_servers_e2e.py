@@ -66,7 +66,7 @@ def test_parallel_main_compare_and_champion_through_the_server(server, tmp_path,
     (comparison,) = store.runs(f"tags.{names.TAG_ROLE} = '{names.ROLE_COMPARISON}'")
     assert comparison.info.status == "FINISHED"
     files = {a.path for a in store.client.list_artifacts(comparison.info.run_id)}
-    assert {"report.csv", "report.html", "latent_3d.html"} <= files
+    assert {"report.csv", "report.html", "study.html", "interpolations.png"} <= files
     assert any((server.root / "artifacts").rglob("report.csv"))  # in the server's folder
 
     uri = f"models:/{names.DEFAULT_REGISTERED_MODEL}@{names.CHAMPION_ALIAS}"
