@@ -39,8 +39,9 @@ from pipeline.tensors import flush_denormals
 from tracking import names
 from tracking.query import current_experiment_id, find_runs
 from tracking.registry import version_of_run
+from tracking.requests import TrainingRequest
 from tracking.runs import choose_experiment
-from tracking.training import TrainingRequest, train_tracked
+from tracking.training import train_tracked
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = (("conv", 3), ("conv", 10), ("conv", 100), ("conv", 250), ("linear", 10))

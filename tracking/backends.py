@@ -17,7 +17,7 @@ from pipeline.config import ClusterConfig, one_line
 from tracking import launch
 
 if TYPE_CHECKING:
-    from tracking.training import TrainingRequest
+    from tracking.requests import TrainingRequest
 
 
 @dataclass(frozen=True)

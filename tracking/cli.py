@@ -118,7 +118,8 @@ def _check_precision(train: TrainConfig) -> None:
 def _train(c: Configs) -> Callable[[], object]:
     resume_id = c[Resumption].resume_run_id.strip()
     if resume_id:
-        from tracking.training import prepare_resume, train_tracked
+        from tracking.requests import prepare_resume
+        from tracking.training import train_tracked
 
         request = prepare_resume(resume_id)
         _check_machine(request.train, request.data)  # its own device and precision
@@ -126,7 +127,8 @@ def _train(c: Configs) -> Callable[[], object]:
     _check_machine(c[TrainConfig], c[DataConfig])
 
     def work() -> object:
-        from tracking.training import TrainingRequest, train_tracked
+        from tracking.requests import TrainingRequest
+        from tracking.training import train_tracked
 
         registered = c[Registry].registered_model
         return train_tracked(

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import ClusterConfig, ConfigError, one_line
 from tracking import names, runs
@@ -137,7 +138,7 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
 
     from pipeline.config import check_precision
     from pipeline.tensors import bf16_supported, flush_denormals, resolve_device
-    from tracking.training import continue_in_run
+    from tracking.requests import continue_in_run
 
     # A cluster started by a driver under `mlflow run` passes the driver's run on to its
     # workers; this task's run is the one the driver made for it.
@@ -176,11 +177,9 @@ class RaySteps:
         return bool(self.running)
 
     def start(self, job: Job) -> None:
-        run = MlflowClient().create_run(
-            self.experiment_id,
-            run_name=job.label,
-            tags={names.TAG_PARENT_RUN: self.parent_run_id, **job.request.source_tags},
-        )
+        # The tags mlflow.start_run gives a run made here (user, source), then the step's.
+        tags = resolve_tags({names.TAG_PARENT_RUN: self.parent_run_id, **job.request.source_tags})
+        run = MlflowClient().create_run(self.experiment_id, run_name=job.label, tags=tags)
         run_id = run.info.run_id
         ref = self.task.options(name=f"train {job.label}", **self.options).remote(job, run_id)
         self.running[ref] = (job.label, run_id, time.perf_counter())

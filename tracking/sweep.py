@@ -109,7 +109,7 @@ def entry_point_tags(source: dict[str, str], entry_point: str) -> dict[str, str]
 
 def make_job(request: SweepRequest, step: Step, source: dict[str, str], version: str) -> Job:
     """The step as a backend's job; its runs record the sweep's code version."""
-    from tracking.training import TrainingRequest
+    from tracking.requests import TrainingRequest
 
     training = TrainingRequest(
         ModelConfig(step.kind, step.latent_dim),
