@@ -227,9 +227,10 @@ class RaySteps:
         refs = list(self.running)
         for ref in refs:
             ray.cancel(ref)
-        ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_SECONDS)
+        _, stuck = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_SECONDS)
+        for ref in stuck:  # only these: Ray 2.60's driver can abort on a force-cancel of
+            ray.cancel(ref, force=True)  # a task that has just ended
         for ref in refs:
             label, run_id, _ = self.running.pop(ref)
-            ray.cancel(ref, force=True)  # no-op for a task that has ended
             runs.end_if_running(run_id, "KILLED", "stopped with the sweep")
             print(f"{label}: cancelled", flush=True)
