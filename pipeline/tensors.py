@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import check_precision
+
 EVAL_BATCH = 1000
 PIXEL_MAX = 255.0  # MNIST's uint8 white
 
@@ -41,6 +43,14 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cpu":
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return False
+
+
+def require_precision(precision: str, device_name: str) -> None:
+    """ConfigError if `precision` is bf16 and the device that `device_name` resolves to
+    (pipeline.config.check_precision decides, from what torch reports) has none."""
+    if precision == "bf16":
+        device = resolve_device(device_name)
+        check_precision(precision, device.type, bf16_supported(device))
 
 
 def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -29,7 +29,6 @@ from pipeline.config import (
     TrainConfig,
     TrainingFailed,
     allowed,
-    check_precision,
     check_writable,
     from_params,
     one_line,
@@ -109,10 +108,9 @@ def _check_machine(train: TrainConfig, data: DataConfig) -> None:
 def _check_precision(train: TrainConfig) -> None:
     """ConfigError if train asks for bf16 on a device where torch reports none."""
     if train.precision == "bf16":  # torch only then: a refusal of fp32 input stays quick
-        from pipeline.tensors import bf16_supported, resolve_device
+        from pipeline.tensors import require_precision
 
-        device = resolve_device(train.device)
-        check_precision(train.precision, device.type, bf16_supported(device))
+        require_precision(train.precision, train.device)
 
 
 def _train(c: Configs) -> Callable[[], object]:

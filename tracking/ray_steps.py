@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import ClusterConfig, ConfigError, one_line
-from tracking import names, runs
+from tracking import launch, names, runs
 from tracking.backends import Ended, Job, train_step
 
 CONNECT_SECONDS = 10  # for a cluster's address to accept a connection, before any run
@@ -136,16 +136,14 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     earlier attempt recorded one). A stop signal ends the run KILLED at the next step."""
     import ray
 
-    from pipeline.config import check_precision
-    from pipeline.tensors import bf16_supported, flush_denormals, resolve_device
+    from pipeline.tensors import flush_denormals, require_precision
     from tracking.requests import continue_in_run
 
     # A cluster started by a driver under `mlflow run` passes the driver's run on to its
     # workers; this task's run is the one the driver made for it.
     os.environ.pop("MLFLOW_RUN_ID", None)
     flush_denormals()
-    device = resolve_device(job.request.train.device)  # the GPU Ray gave the task, if any
-    check_precision(job.request.train.precision, device.type, bf16_supported(device))
+    require_precision(job.request.train.precision, job.request.train.device)  # this node's
     node = ray.get_runtime_context().get_node_id()
     source_tags = {**job.request.source_tags, names.TAG_RAY_NODE: node}
     with runs.handling_stop_signals():
@@ -209,7 +207,7 @@ class RaySteps:
             tags = MlflowClient().get_run(run_id).data.tags
             reason = tags.get(names.TAG_FAILURE) or reason
             print(f"{label} failed after {seconds:.1f} s: {reason}", flush=True)
-            return label, f"{label} ({reason[:300]})"
+            return label, launch.failure_line(label, reason)
         metrics = MlflowClient().get_run(run_id).data.metrics
         resumed = ", resumed from its checkpoint" if end["resumed"] else ""
         print(
