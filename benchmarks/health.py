@@ -19,6 +19,7 @@ the price of deciding after 200 steps: it sat at the all-black loss all that tim
 
     .venv/bin/python -m benchmarks.health                      # d = 3, 10, 100, 250; seeds 0-9
     .venv/bin/python -m benchmarks.health --init pytorch       # the exercise's initialisation
+    .venv/bin/python -m benchmarks.health --precision bf16     # training forward under autocast
     .venv/bin/python -m benchmarks.health --dims 3 --seeds 0,1 --train-limit 4096   # smoke size
 """
 
@@ -31,7 +32,7 @@ import time
 import torch
 
 from pipeline.attempt import Attempt
-from pipeline.config import TrainConfig
+from pipeline.config import PRECISIONS, ConfigError, TrainConfig
 from pipeline.data import ensure_mnist, load_mnist
 from pipeline.health import (
     HEALTH_WINDOW,
@@ -43,20 +44,20 @@ from pipeline.health import (
     look,
 )
 from pipeline.models import CONV_INITS, ConvAutoencoder
-from pipeline.tensors import evaluate, flush_denormals, to_model_input
-from tracking.host import instruction_set
+from pipeline.tensors import evaluate, flush_denormals, require_precision, to_model_input
+from tracking.host import cpu_model, instruction_set
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
 PROBE_EVERY = 25  # steps between the looks this benchmark prints (fit looks at the end only)
 
 
-def trial(d: int, seed: int, init: str, x: torch.Tensor, x_test: torch.Tensor, steps: int):
-    """Train one (d, seed) for `steps` steps; the verdict as fit reaches it, the looks, and
-    the test MSE at the end."""
-
-    att = Attempt(
-        lambda: ConvAutoencoder(d, init=init), seed, TrainConfig(seed=seed), x.device, None
-    )
+def trial(
+    d: int, seed: int, init: str, precision: str, x: torch.Tensor, x_test: torch.Tensor, steps: int
+):
+    """Train one (d, seed) for `steps` steps in `precision`; the verdict as fit reaches it,
+    the looks, and the test MSE at the end (looks and MSE in float32, as fit computes them)."""
+    cfg = TrainConfig(seed=seed, precision=precision)
+    att = Attempt(lambda: ConvAutoencoder(d, init=init), seed, cfg, x.device, None)
     probe = x[:PROBE_SIZE]
     verdict, looks = None, []
     while att.step < steps:
@@ -76,12 +77,17 @@ def main() -> None:
     parser.add_argument("--dims", default="3,10,100,250")
     parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--init", choices=CONV_INITS, default=CONV_INITS[0])
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     parser.add_argument("--data-dir", default="./data")
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument(
         "--steps", type=int, default=0, help="steps per trial (0: one epoch; at least the window)"
     )
     args = parser.parse_args()
+    try:
+        require_precision(args.precision, "cpu")
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
     flush_denormals()
     ensure_mnist(args.data_dir)
     data = load_mnist(args.data_dir, train_limit=args.train_limit, log=lambda _: None)
@@ -89,8 +95,9 @@ def main() -> None:
     x, x_test = (to_model_input(s.images, cpu) for s in (data.train, data.test))
     steps = max(args.steps or math.ceil(len(x) / TrainConfig().batch_size), HEALTH_WINDOW)
     print(
-        f"host: {instruction_set()}, {torch.get_num_threads()} threads; "
-        f"init {args.init}; window {HEALTH_WINDOW} steps, probe every {PROBE_EVERY}; "
+        f"host: {cpu_model()}, {instruction_set()}, {torch.get_num_threads()} threads; "
+        f"init {args.init}; precision {args.precision}; "
+        f"window {HEALTH_WINDOW} steps, probe every {PROBE_EVERY}; "
         f"plateau at >= {PLATEAU_RATIO} x the all-black loss; stuck: test MSE > {STUCK_MSE} "
         f"after {steps} steps"
     )
@@ -103,7 +110,7 @@ def main() -> None:
     for d in (int(v) for v in args.dims.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             start = time.perf_counter()
-            verdict, looks, test_mse = trial(d, seed, args.init, x, x_test, steps)
+            verdict, looks, test_mse = trial(d, seed, args.init, args.precision, x, x_test, steps)
             outcome, right = classify(verdict, looks[-1], test_mse)
             tally[outcome] = tally.get(outcome, 0) + 1
             tally[right] = tally.get(right, 0) + 1
