@@ -101,7 +101,7 @@ def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mn
 def test_health_benchmark_prints_a_verdict_per_latent_size_and_seed(tmp_path, mnist_dir):
     sizes = ["--train-limit", "1024", "--data-dir", str(mnist_dir), "--steps", "200"]
     out = run_benchmark("health", "--dims", "3", "--seeds", "0,1", *sizes, cwd=tmp_path)
-    assert "init he; window 200 steps" in out
+    assert "init he; precision fp32; window 200 steps" in out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["3"]]
     assert [row[1] for row in rows] == ["0", "1"]
     assert all(row[2] in ("healthy", "constant", "plateau") and row[3] == "200" for row in rows)
@@ -109,6 +109,52 @@ def test_health_benchmark_prints_a_verdict_per_latent_size_and_seed(tmp_path, mn
         ratios = [float(v.rstrip("c")) for v in row[6:14]]
         assert len(ratios) == 8 and all(r > 0 for r in ratios) and 0 < float(row[14]) < 1
         assert row[15] in ("learned", "stuck", "late")
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no bf16 kernels on this CPU")
+def test_health_benchmark_trains_in_bf16_and_judges_in_float32(tmp_path, mnist_dir):
+    sizes = ["--train-limit", "1024", "--data-dir", str(mnist_dir), "--steps", "200"]
+    args = ("--dims", "3", "--seeds", "0", "--precision", "bf16", *sizes)
+    out = run_benchmark("health", *args, cwd=tmp_path)
+    assert "init he; precision bf16; window 200 steps" in out
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:2] == ["3", "0"]]
+    assert row[2] in ("healthy", "constant", "plateau") and 0 < float(row[14]) < 1
+
+
+def test_precision_benchmark_prints_the_rule_per_configuration(tmp_path):
+    params = ["latent_dims=3", "seeds=0,1", "epochs=1", "train_limit=1024", "test_limit=256"]
+    args = [a for p in params for a in ("-P", p)]
+    if not bf16_supported(torch.device("cpu")):  # refused before any job starts
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.precision", *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
+        assert result.returncode == 2 and "precision must be fp32 here" in result.stderr
+        assert list(tmp_path.iterdir()) == []
+        return
+    out = run_benchmark("precision", *args, cwd=tmp_path)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["conv-d3"], ["linear-d10"])}  # fmt: skip
+    assert sorted(rows) == ["conv-d3", "linear-d10"]
+    for row in rows.values():  # two seeds in each precision, both means, the difference
+        fp32 = [float(v.rstrip(",")) for v in row[1:3]]
+        bf16 = [float(v.rstrip(",")) for v in row[4:6]]
+        assert float(row[3]) == pytest.approx(sum(fp32) / 2, abs=1e-5)
+        assert float(row[6]) == pytest.approx(sum(bf16) / 2, abs=1e-5)
+        assert row[7].endswith("%") and row[-1] in ("True", "False")
+    assert "fp32 main job" in out and "bf16 main job" in out
+    verdict = all(row[-1] == "True" for row in rows.values())
+    assert f"bf16 passes the rule at every configuration: {'yes' if verdict else 'NO'}" in out
+
+
+def test_train_process_benchmark_prints_what_lies_beyond_the_epochs(tmp_path, mnist_dir):
+    sizes = ["--epochs", "1", "--train-limit", "1024", "--data-dir", str(mnist_dir)]
+    out = run_benchmark("train_process", "--runs", "1", *sizes, cwd=tmp_path)
+    (run,) = [line.split() for line in out.splitlines() if line.startswith("  run 1")]
+    wall, epochs, beyond = float(run[6]), float(run[9]), float(run[12])
+    assert 0 < epochs < wall and beyond == pytest.approx(wall - epochs, abs=0.11), run
+    assert f"most beyond the epochs: {beyond:.1f} s (target <= 15 s:" in out
 
 
 AVX2_KERNELS = {
