@@ -19,7 +19,6 @@ It ends with one line saying whether every configuration passed, and the time of
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from benchmarks.study import PROJECT, run_measured, study_runs
+from benchmarks.study import job_env, main_job, run_measured, study_runs
 from pipeline.config import PRECISIONS, ConfigError
 from pipeline.tensors import require_precision
 from tracking import names
@@ -117,33 +116,14 @@ def main() -> None:
     check_params(args.params)
     if not any(p.startswith("seeds=") for p in args.params):
         args.params.append("seeds=0,1,2")
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     host = f"{cpu_model()}, {instruction_set()}, {bf16_support()}"
     print(f"host: {host}; main with {' '.join(args.params)}", flush=True)
     walls = {}
     with tempfile.TemporaryDirectory(prefix="precision-bench-") as tmp:
         for precision in PRECISIONS:
-            cmd = [
-                str(bin_dir / "mlflow"),
-                "run",
-                str(PROJECT),
-                "-e",
-                "main",
-                "--env-manager",
-                "local",
-                "--experiment-name",
-                names.EXPERIMENT_NAME,
-                "-P",
-                f"data_dir={PROJECT / 'data'}",
-                "-P",
-                f"precision={precision}",
-            ]
-            for p in args.params:
-                cmd += ["-P", p]
             print(f"\n== main, precision={precision}", flush=True)
-            wall, _, code = run_measured(cmd, Path(tmp), env)
+            cmd = main_job([*args.params, f"precision={precision}"])
+            wall, _, code = run_measured(cmd, Path(tmp), job_env())
             walls[precision] = wall
             if code != 0:
                 refuse(f"the {precision} main job exited {code}")

@@ -68,6 +68,25 @@ def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, int]
     return time.perf_counter() - start, peak, code
 
 
+def main_job(params: list[str]) -> list[str]:
+    """`mlflow run` of the main entry point as `make study` runs it, with the project's
+    data and the given `name=value` parameters."""
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT), "-e", "main",
+           "--env-manager", "local", "--experiment-name", names.EXPERIMENT_NAME,
+           "-P", f"data_dir={PROJECT / 'data'}"]  # fmt: skip
+    for p in params:
+        cmd += ["-P", p]
+    return cmd
+
+
+def job_env() -> dict[str, str]:
+    """This environment without MLflow's variables (the job uses the default store in its
+    folder), the virtualenv first on PATH (`mlflow run` starts `python` from PATH)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
 def study_runs(client: MlflowClient, role: str, **kwargs) -> list:
     """The study experiment's runs of a role."""
     experiment = client.get_experiment_by_name(names.EXPERIMENT_NAME).experiment_id
@@ -139,26 +158,8 @@ def main() -> None:
         help="an entry point parameter, as for mlflow run",
     )
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
-        cmd = [
-            str(bin_dir / "mlflow"),
-            "run",
-            str(PROJECT),
-            "-e",
-            "main",
-            "--env-manager",
-            "local",
-            "--experiment-name",  # as `make study` runs it
-            names.EXPERIMENT_NAME,
-            "-P",
-            f"data_dir={PROJECT / 'data'}",
-        ]
-        for p in args.params:
-            cmd += ["-P", p]
-        wall, peak, code = run_measured(cmd, Path(tmp), env)
+        wall, peak, code = run_measured(main_job(args.params), Path(tmp), job_env())
         store = f"sqlite:///{tmp}/mlflow.db"
         rows = overhead(store)
         runs, report = results(store, tmp) if code == 0 else (None, None)
