@@ -18,7 +18,6 @@ It ends with one line saying whether every configuration passed, and the time of
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from benchmarks.study import job_env, main_job, run_measured, study_runs
+from benchmarks.study import job_env, job_parser, main_job, run_measured, study_runs
 from pipeline.config import PRECISIONS, ConfigError
 from pipeline.tensors import require_precision
 from tracking import names
@@ -104,15 +103,7 @@ def check_params(params: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "-P",
-        dest="params",
-        action="append",
-        default=[],
-        help="an entry point parameter, as for mlflow run",
-    )
-    args = parser.parse_args()
+    args = job_parser(__doc__).parse_args()
     check_params(args.params)
     if not any(p.startswith("seeds=") for p in args.params):
         args.params.append("seeds=0,1,2")

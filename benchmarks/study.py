@@ -79,6 +79,16 @@ def main_job(params: list[str]) -> list[str]:
     return cmd
 
 
+def job_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's arguments: the main job's parameters, each `-P name=value`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "-P", dest="params", action="append", default=[],
+        help="an entry point parameter, as for mlflow run",
+    )  # fmt: skip
+    return parser
+
+
 def job_env() -> dict[str, str]:
     """This environment without MLflow's variables (the job uses the default store in its
     folder), the virtualenv first on PATH (`mlflow run` starts `python` from PATH)."""
@@ -149,15 +159,7 @@ def print_results(runs: pd.DataFrame, report: pd.DataFrame) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "-P",
-        dest="params",
-        action="append",
-        default=[],
-        help="an entry point parameter, as for mlflow run",
-    )
-    args = parser.parse_args()
+    args = job_parser(__doc__).parse_args()
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         wall, peak, code = run_measured(main_job(args.params), Path(tmp), job_env())
         store = f"sqlite:///{tmp}/mlflow.db"
