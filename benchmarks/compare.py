@@ -34,8 +34,8 @@ from mlflow.entities import Metric, Param, Run
 from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.config import DataConfig, ModelConfig, TrainConfig
-from pipeline.data import ensure_mnist
-from pipeline.tensors import flush_denormals
+from pipeline.training.data import ensure_mnist
+from pipeline.training.tensors import flush_denormals
 from tracking import names
 from tracking.query import current_experiment_id, find_runs
 from tracking.registry import version_of_run

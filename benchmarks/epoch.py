@@ -36,10 +36,10 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from pipeline.config import PRECISIONS, ConfigError, TrainConfig, check_precision
-from pipeline.data import ensure_mnist, limited_size, load_mnist
-from pipeline.models import build_model
-from pipeline.tensors import bf16_supported, evaluate, flush_denormals, to_model_input
-from pipeline.train import fit
+from pipeline.training.data import ensure_mnist, limited_size, load_mnist
+from pipeline.training.models import build_model
+from pipeline.training.tensors import bf16_supported, evaluate, flush_denormals, to_model_input
+from pipeline.training.train import fit
 from tracking.host import bf16_support, cpu_model, instruction_set
 
 MODELS = (("conv", 100), ("linear", 10))

@@ -1,5 +1,5 @@
 """Health benchmark: how fresh initialisations of the conv autoencoder fare in their first
-steps, and whether the health check (pipeline/health.py) restarts exactly the stuck ones.
+steps, and whether the health check (pipeline/training/health.py) restarts exactly the stuck ones.
 
 For every latent size and seed it trains the model as `fit` would (same seed, same batch
 order, full training set), looks at the probe digits every PROBE_EVERY steps, and goes on
@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from pipeline.attempt import Attempt
 from pipeline.config import PRECISIONS, ConfigError, TrainConfig
-from pipeline.data import ensure_mnist, load_mnist
-from pipeline.health import (
+from pipeline.training.attempt import Attempt
+from pipeline.training.data import ensure_mnist, load_mnist
+from pipeline.training.health import (
     HEALTH_WINDOW,
     PLATEAU_RATIO,
     PROBE_SIZE,
@@ -43,8 +43,8 @@ from pipeline.health import (
     judge,
     look,
 )
-from pipeline.models import CONV_INITS, ConvAutoencoder
-from pipeline.tensors import evaluate, flush_denormals, require_precision, to_model_input
+from pipeline.training.models import CONV_INITS, ConvAutoencoder
+from pipeline.training.tensors import evaluate, flush_denormals, require_precision, to_model_input
 from tracking.host import cpu_model, instruction_set
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned

@@ -12,7 +12,7 @@ give the float32 module's output and gradients within float32 tolerance, autocas
 bfloat16's. Prints per layer: its FLOPs per step, milliseconds forward and backward, the
 rate it reaches, and that rate as a fraction of the matrix multiply's in its precision;
 then the rest of the step (the layers without weights, the loss, Adam) and the whole
-training step in each precision, as pipeline.attempt runs it, for the sum.
+training step in each precision, as pipeline.training.attempt runs it, for the sum.
 
     .venv/bin/python -m benchmarks.layers                  # d=100, batch 128, fp32 and bf16
     .venv/bin/python -m benchmarks.layers --repeats 5      # smoke size
@@ -35,10 +35,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.epoch import flops_per_image, gemm_rate, precisions_here
-from pipeline.attempt import Attempt
 from pipeline.config import TrainConfig
-from pipeline.models import ConvAutoencoder
-from pipeline.tensors import flush_denormals, training_autocast
+from pipeline.training.attempt import Attempt
+from pipeline.training.models import ConvAutoencoder
+from pipeline.training.tensors import flush_denormals, training_autocast
 from tracking.host import bf16_support, cpu_model, instruction_set
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
@@ -154,7 +154,7 @@ def as_trained(x: torch.Tensor, precision: str, needs_grad: bool) -> torch.Tenso
 
 
 def under(precision: str, layer: Layer) -> Layer:
-    """The layer's forward in the precision's training context (pipeline.tensors)."""
+    """The layer's forward in the precision's training context (pipeline.training.tensors)."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with training_autocast(precision, CPU):
@@ -272,7 +272,7 @@ def rest_of_step(layers: list, precision: str, repeats: int) -> dict[str, Timed]
 
 
 def adam_seconds(model: nn.Module, repeats: int) -> float:
-    """Median seconds of the project's optimiser step (pipeline.attempt's: fused Adam on
+    """Median seconds of the project's optimiser step (pipeline.training.attempt's: fused Adam on
     the float32 weights, in either precision), on random gradients."""
     att = Attempt(lambda: copy.deepcopy(model), 0, TrainConfig(), CPU, None)
     for p in att.model.parameters():

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 
 from benchmarks.study import job_env, job_parser, main_job, run_measured, study_runs
 from pipeline.config import PRECISIONS, ConfigError
-from pipeline.tensors import require_precision
+from pipeline.training.tensors import require_precision
 from tracking import names
 from tracking.host import bf16_support, cpu_model, instruction_set
 

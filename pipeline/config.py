@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
-MODEL_KINDS = ("conv", "linear")  # pipeline.models builds each
+MODEL_KINDS = ("conv", "linear")  # pipeline.training.models builds each
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends
@@ -25,7 +25,7 @@ PIXELS = 28 * 28
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
-(pipeline.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
+(pipeline.training.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
 DEFAULT_MARGIN = round(10 ** (1 / 10) - 1, 4)
 """Default of the recommendation's margin, 0.2589: an MSE that much above the best is
 1 dB of PSNR, about the smallest difference one sees between two reconstructions side by
@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 
 class TrainingFailed(RuntimeError):
-    """An allowed configuration that training showed cannot work (pipeline.train's
+    """An allowed configuration that training showed cannot work (pipeline.training.train's
     errors); the message says why and what to change. Continuing the run from its last
     checkpoint would fail alike."""
 
@@ -268,7 +268,7 @@ class TrainConfig:
 
 def check_precision(precision: str, device_type: str, bf16_supported: bool) -> None:
     """ConfigError if bf16 is asked for on a device that lacks it; bf16_supported is what
-    torch reports for the device (pipeline.tensors.bf16_supported)."""
+    torch reports for the device (pipeline.training.tensors.bf16_supported)."""
     if precision == "bf16" and not bf16_supported:
         how = {
             "cuda": "torch.cuda.is_bf16_supported() is False for this GPU",

@@ -168,7 +168,7 @@ def colours_drawn(image: np.ndarray, colours: list[str], tolerance: int = 40) ->
 def check_rendered(rendered: Rendered, counts: list[int], min_colours: int = 10) -> None:
     """Assert that the plot shows ten digit traces with `counts` points, drawn by WebGL and
     visible in its screenshot: at least min_colours digit colours inside the 3D scene."""
-    from pipeline.plots import DIGIT_COLOURS
+    from pipeline.analysis.plots import DIGIT_COLOURS
 
     assert [t["name"] for t in rendered.traces] == [f"digit {d}" for d in range(10)]
     assert [t["type"] for t in rendered.traces] == ["scatter3d"] * 10

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import ensure_mnist
-from pipeline.tensors import flush_denormals
+from pipeline.training.data import ensure_mnist
+from pipeline.training.tensors import flush_denormals
 from tests.browser import ensure_chromium
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -108,7 +108,7 @@ def _check_machine(train: TrainConfig, data: DataConfig) -> None:
 def _check_precision(train: TrainConfig) -> None:
     """ConfigError if train asks for bf16 on a device where torch reports none."""
     if train.precision == "bf16":  # torch only then: a refusal of fp32 input stays quick
-        from pipeline.tensors import require_precision
+        from pipeline.training.tensors import require_precision
 
         require_precision(train.precision, train.device)
 
@@ -285,7 +285,7 @@ def _work(work: Callable[[], object]) -> int:
     runs KILLED."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tensors import flush_denormals
+    from pipeline.training.tensors import flush_denormals
     from tracking.runs import (
         Terminated,
         WorkError,

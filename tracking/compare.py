@@ -20,26 +20,26 @@ import numpy as np
 import pandas as pd
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
-from pipeline.config import CompareConfig
-from pipeline.data import Mnist, load_mnist
-from pipeline.images import sample_indices
-from pipeline.interpolate import pair_indices
-from pipeline.observations import observations
-from pipeline.pca import PcaFloors, compute_floors, read_cached, write_cache
-from pipeline.plots import (
+from pipeline.analysis.images import sample_indices
+from pipeline.analysis.interpolate import pair_indices
+from pipeline.analysis.observations import observations
+from pipeline.analysis.pca import PcaFloors, compute_floors, read_cached, write_cache
+from pipeline.analysis.plots import (
     interpolations_figure,
     loss_curves_plotly,
     loss_curves_png,
     png_bytes,
     reconstruction_figure,
 )
-from pipeline.render import ReportDoc, to_console, to_description, to_html, to_markdown
-from pipeline.report import curves, summarize
-from pipeline.spread import aggregate, recommend
-from pipeline.study_page import ExplorerModel, StudyFigures, study_page
-from pipeline.tensors import to_unit
-from pipeline.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
-from pipeline.views import model_views
+from pipeline.analysis.render import ReportDoc, to_console, to_description, to_html, to_markdown
+from pipeline.analysis.report import curves, summarize
+from pipeline.analysis.spread import aggregate, recommend
+from pipeline.analysis.study_page import ExplorerModel, StudyFigures, study_page
+from pipeline.analysis.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
+from pipeline.analysis.views import model_views
+from pipeline.config import CompareConfig
+from pipeline.training.data import Mnist, load_mnist
+from pipeline.training.tensors import to_unit
 from tracking import names
 from tracking.query import RunSet
 from tracking.registry import load_model, set_alias, version_of_run, version_uri

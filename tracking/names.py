@@ -20,19 +20,19 @@ PARAMS_TOTAL = "params_total"
 PARAMS_ENCODER = "params_encoder"
 PARAMS_DECODER = "params_decoder"
 TRAIN_SECONDS = "train_seconds"
-# Initialisations that failed the health check (pipeline/health.py) and were replaced by
+# Initialisations that failed the health check (pipeline/training/health.py) and were replaced by
 # a restart seed: in all, and by reason.
 RESTARTS = "restarts"
 RESTARTS_CONSTANT = "restarts_constant"
 RESTARTS_PLATEAU = "restarts_plateau"
 TRACKING_SECONDS = "tracking_seconds"  # time in MLflow calls: epochs, images, dataset, model
-# Latent quality, from the final model's codes (pipeline/latent.py): computed at training
+# Latent quality, from the final model's codes (pipeline/analysis/latent.py): computed at training
 # time so that a comparison over many runs only reads them.
 KNN_ACCURACY = "knn5_accuracy"  # 5-NN digit accuracy: fit on training codes, test codes scored
 SILHOUETTE = "silhouette"  # silhouette of the test codes grouped by digit
 LATENT_SECONDS = "latent_quality_seconds"  # cost of encoding both splits and scoring
 # Largest per-pixel std of the final model's outputs over the first 256 test digits; under
-# pipeline.health.CONSTANT_STD the output no longer depends on the input: collapsed.
+# pipeline.training.health.CONSTANT_STD the output no longer depends on the input: collapsed.
 OUTPUT_STD = "output_std"
 
 # Tags.
@@ -80,7 +80,7 @@ TAG_DESCRIPTION = "mlflow.note.content"  # Markdown, on experiments and runs ali
 REPORT_TABLE = "report_table.json"  # the report, browsable as a table in the UI
 RECONSTRUCTION_KEY = "reconstructions"  # step-wise image, one per epoch
 RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
-# The training state after the last recorded epoch (pipeline.attempt.Checkpoint), replaced
+# The training state after the last recorded epoch (pipeline.training.attempt.Checkpoint), replaced
 # every epoch: what a resume continues from.
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -11,7 +11,6 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.attempt import Checkpoint
 from pipeline.config import (
     ConfigError,
     DataConfig,
@@ -20,8 +19,9 @@ from pipeline.config import (
     from_params,
     to_params,
 )
-from pipeline.tensors import resolve_device
-from pipeline.train import check_resumable
+from pipeline.training.attempt import Checkpoint
+from pipeline.training.tensors import resolve_device
+from pipeline.training.train import check_resumable
 from tracking import names, runs
 from tracking.query import get_run
 

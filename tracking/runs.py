@@ -341,7 +341,7 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         digest = hashlib.sha256()
         for package in ("pipeline", "tracking"):
-            for path in sorted((PROJECT_ROOT / package).glob("*.py")):
+            for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
                 digest.update(path.read_bytes())
         return "src-" + digest.hexdigest()[:12]
     if not diff:

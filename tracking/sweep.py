@@ -33,7 +33,7 @@ from pipeline.config import (
     one_line,
     to_params,
 )
-from pipeline.data import digest_for_limits, ensure_mnist
+from pipeline.training.data import digest_for_limits, ensure_mnist
 from tracking import launch, names, runs
 from tracking.backends import Backend, Job, make_backend
 from tracking.registry import note_pickle_format, set_alias

@@ -17,18 +17,18 @@ from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from torch import nn
 
-from pipeline.attempt import Checkpoint
+from pipeline.analysis.images import reconstruction_grid, sample_indices
+from pipeline.analysis.latent import latent_quality
 from pipeline.config import (
     TrainingFailed,
 )
-from pipeline.data import Mnist, load_mnist
-from pipeline.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
-from pipeline.images import reconstruction_grid, sample_indices
-from pipeline.latent import latent_quality
-from pipeline.models import build_model, count_params
-from pipeline.restarts import RESTART_STRIDE, Restart
-from pipeline.tensors import reconstruct, resolve_device, to_model_input, to_unit
-from pipeline.train import EpochResult, TrainResult, fit
+from pipeline.training.attempt import Checkpoint
+from pipeline.training.data import Mnist, load_mnist
+from pipeline.training.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
+from pipeline.training.models import build_model, count_params
+from pipeline.training.restarts import RESTART_STRIDE, Restart
+from pipeline.training.tensors import reconstruct, resolve_device, to_model_input, to_unit
+from pipeline.training.train import EpochResult, TrainResult, fit
 from tracking import names, runs
 from tracking.registry import Registered, Registration, log_and_register
 from tracking.requests import TrainingRequest

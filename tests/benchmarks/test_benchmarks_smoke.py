@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.tensors import bf16_supported
+from pipeline.training.tensors import bf16_supported
 from tracking.host import KERNEL_LIMITS, cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.analysis.spread import SPREAD_METRICS, STATS
+from pipeline.analysis.views import EXPLORED
 from pipeline.config import DEFAULT_MARGIN
-from pipeline.data import load_mnist
-from pipeline.spread import SPREAD_METRICS, STATS
-from pipeline.views import EXPLORED
+from pipeline.training.data import load_mnist
 from tests.browser import check_study_page, cold_load_seconds
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names

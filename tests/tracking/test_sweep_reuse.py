@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataConfig, SweepConfig, TrainConfig
-from pipeline.data import digest_for_limits
+from pipeline.training.data import digest_for_limits
 from tracking import names
 from tracking.sweep import Step, SweepRequest, reusable_run
 

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 import torch
 
-from pipeline.tensors import bf16_supported
+from pipeline.training.tensors import bf16_supported
 from tests.tracking.conftest import (
     cli_command,
     cli_flags,
@@ -346,7 +346,7 @@ def test_ctrl_c_under_mlflow_run_ends_the_run_killed(store, mnist_dir):
 
 def test_failure_midway_ends_the_run_failed_with_the_reason(store, mnist_dir):
     # At lr=1 the linear model's loss stays finite but runs away (docs/training-health.md).
-    # (A non-finite loss: tests/pipeline/test_train.py; an lr large enough is refused.)
+    # (A non-finite loss: tests/pipeline/training/test_train.py; an lr large enough is refused.)
     reason = "DivergedError: training diverged at the end of seed 0's health window, step 200"
     overrides = {"model_kind": "linear", "lr": "1", "batch_size": 4, "epochs": 1}
     params = small_args(mnist_dir, latent_dim=10, **overrides)

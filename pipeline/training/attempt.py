@@ -1,0 +1,111 @@
+"""One initialisation in training: its model, optimiser and batch order, all from one
+seed, stepped one batch at a time, and saved to (or restored from) a checkpoint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import TrainConfig, TrainingFailed
+from pipeline.training.tensors import prepare_model, training_autocast
+
+FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
+CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
+
+StepCallback = Callable[[], None]
+Checkpoint = dict
+"""Everything needed to continue training exactly where it stopped: model, optimiser and
+batch-order state, the step, the seed kept, and the epochs and restarts so far. Plain
+tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
+without unpickling code."""
+
+
+class NonFiniteLossError(TrainingFailed):
+    """The training loss became NaN or infinite."""
+
+
+def check_finite(loss_sum: torch.Tensor, where: str) -> float:
+    """The loss as a number (the one copy to the host, which waits for a GPU); raises
+    unless it is finite."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"training loss became {value} at {where}")
+    return value
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # The fused kernel, on the CPU and on CUDA: one pass over the parameters per step.
+    # The parameters stay float32 whatever the precision (autocast casts them per use).
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+
+
+@dataclass
+class Partial:
+    """An epoch in progress: its batches, how many are trained, their loss sum, seconds."""
+
+    batches: list[torch.Tensor]
+    done: int
+    loss_sum: torch.Tensor
+    seconds: float
+
+
+class Attempt:
+    """One initialisation: model, optimiser and batch order from one seed."""
+
+    def __init__(
+        self, build: Callable[[], nn.Module], seed: int, cfg, device, on_step: StepCallback | None
+    ) -> None:
+        torch.manual_seed(seed)
+        self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
+        self.precision, self.device = cfg.precision, torch.device(device)
+        self.model = prepare_model(build(), device)
+        self.optimizer = _make_optimizer(self.model, cfg)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.partial: Partial | None = None  # the first epoch, where the window ended in it
+
+    def batches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The index batches of one epoch, in this attempt's next shuffled order."""
+        order = torch.randperm(len(x), generator=self.generator).to(x.device, non_blocking=True)
+        return list(order.split(self.batch_size))
+
+    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch; returns the batch's (detached) mean loss. In bf16
+        only the forward runs under autocast: the loss is float32, of the output cast to
+        float32, and needs no gradient scaling (bfloat16 has float32's range)."""
+        with training_autocast(self.precision, self.device):
+            out = self.model(batch)
+        loss = F.mse_loss(out.float(), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.on_step is not None:
+            self.on_step()
+        return loss.detach()
+
+    def state(self, history: list, restarts: list) -> Checkpoint:
+        """The checkpoint after the last of history's epochs (EpochResult and Restart
+        dataclasses)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": history[-1].epoch,
+            "seed": self.seed,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": [asdict(r) for r in history],
+            "restarts": [asdict(r) for r in restarts],
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.generator.set_state(checkpoint["generator"])
+        self.step = checkpoint["step"]
