@@ -5,56 +5,14 @@ step to a backend as a Job and waits for steps to end, whatever the backend.
 - Processes: each step its own `mlflow run` process, `parallel` at a time (tracking.launch).
 - RaySteps (tracking.ray_steps): each step a task on a Ray cluster.
 
-Wherever it runs, a step is trained by train_step.
+Wherever it runs, a step is trained by tracking.steps.train_step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
 from pipeline.config import ClusterConfig, one_line
 from tracking import launch
-
-if TYPE_CHECKING:
-    from tracking.requests import TrainingRequest
-
-
-@dataclass(frozen=True)
-class Job:
-    """One step to train: its run name, its entry point with the parameters `mlflow run`
-    takes, and the request that trains it."""
-
-    label: str
-    entry_point: str
-    params: dict[str, str]
-    request: TrainingRequest
-
-
-Ended = tuple[str, "str | None"]
-"""A step that ended: its label, and its failure line (None: its run FINISHED)."""
-
-
-class Backend(Protocol):
-    def room(self) -> bool:
-        """Whether another step can start now."""
-
-    def start(self, job: Job) -> None:
-        """Start the step (the in-process backend trains it to its end)."""
-
-    def busy(self) -> bool:
-        """Whether a started step has not yet been reported by wait()."""
-
-    def wait(self) -> list[Ended]:
-        """Block until at least one started step has ended; return those that did. On a
-        stop signal, stop every running step (its run ends KILLED), then raise."""
-
-
-def train_step(request: TrainingRequest) -> str:
-    """Train one step in its run: the same function in every backend. Returns the run id."""
-    from tracking.training import train_tracked
-
-    return train_tracked(request)
+from tracking.steps import Backend, Ended, Job, train_step
 
 
 class InProcess:
@@ -114,7 +72,9 @@ class Processes:
         return ended
 
 
-def make_backend(cluster: ClusterConfig, parallel: int, parent_run_id: str, experiment_id: str):
+def make_backend(
+    cluster: ClusterConfig, parallel: int, parent_run_id: str, experiment_id: str
+) -> Backend:
     """The backend the sweep's parameters choose. With backend=ray, the connection made by
     tracking.ray_steps.connect (before the sweep's run began) is used."""
     if cluster.backend == "ray":

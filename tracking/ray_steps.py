@@ -2,7 +2,7 @@
 
 The driver (the sweep's process) makes each step's child run, then submits one task per
 step, asking for `step_cpus` CPUs and `step_gpus` GPUs; the task trains that run with the
-same function as every backend (tracking.backends.train_step), on whichever node Ray
+same function as every backend (tracking.steps.train_step), on whichever node Ray
 picks, and logs to the driver's tracking server. The workers run the driver's code: the
 project directory travels with the job (Ray's runtime environment `working_dir`), and the
 runs record the driver's code version.
@@ -27,7 +27,7 @@ from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import ClusterConfig, ConfigError, one_line
 from tracking import launch, names, runs
-from tracking.backends import Ended, Job, train_step
+from tracking.steps import Ended, Job, train_step
 
 CONNECT_SECONDS = 10  # for a cluster's address to accept a connection, before any run
 POLL_SECONDS = 0.5  # how often the driver looks for ended tasks and a stop signal

@@ -35,8 +35,9 @@ from pipeline.config import (
 )
 from pipeline.training.data import digest_for_limits, ensure_mnist
 from tracking import launch, names, runs
-from tracking.backends import Backend, Job, make_backend
+from tracking.backends import make_backend
 from tracking.registry import note_pickle_format, set_alias
+from tracking.steps import Backend, Job
 
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
 # What `mlflow run` records of the project on the runs it makes (the sweep's own run has
