@@ -35,10 +35,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from pipeline.config import PRECISIONS, ConfigError, TrainConfig, check_precision
+from pipeline.config import ConfigError, TrainConfig, check_precision
 from pipeline.training.data import ensure_mnist, limited_size, load_mnist
+from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported
 from pipeline.training.models import build_model
-from pipeline.training.tensors import bf16_supported, evaluate, flush_denormals, to_model_input
+from pipeline.training.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.training.train import fit
 from tracking.host import bf16_support, cpu_model, instruction_set
 
@@ -141,8 +142,10 @@ def precisions_here(text: str) -> tuple[str, ...]:
     """The precisions asked for (comma-separated) that this CPU runs; prints why bf16 is
     left out where it is."""
     asked = tuple(dict.fromkeys(p.strip() for p in text.split(",")))
-    if unknown := [p for p in asked if p not in PRECISIONS]:
-        raise SystemExit(f"error: precisions must be among {list(PRECISIONS)} (got {unknown})")
+    if unknown := [p for p in asked if p not in FORWARD_PRECISIONS]:
+        raise SystemExit(
+            f"error: precisions must be among {list(FORWARD_PRECISIONS)} (got {unknown})"
+        )
     try:
         check_precision("bf16" if "bf16" in asked else "fp32", "cpu", bf16_supported(CPU))
     except ConfigError as exc:

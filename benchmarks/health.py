@@ -34,6 +34,7 @@ import torch
 from pipeline.config import PRECISIONS, ConfigError, TrainConfig
 from pipeline.training.attempt import Attempt
 from pipeline.training.data import ensure_mnist, load_mnist
+from pipeline.training.hardware import Hardware, resolve_hardware
 from pipeline.training.health import (
     HEALTH_WINDOW,
     PLATEAU_RATIO,
@@ -44,7 +45,7 @@ from pipeline.training.health import (
     look,
 )
 from pipeline.training.models import CONV_INITS, ConvAutoencoder
-from pipeline.training.tensors import evaluate, flush_denormals, require_precision, to_model_input
+from pipeline.training.tensors import evaluate, flush_denormals, to_model_input
 from tracking.host import cpu_model, instruction_set
 
 STUCK_MSE = 0.07  # above this test MSE after one epoch, a run has not learned
@@ -52,12 +53,12 @@ PROBE_EVERY = 25  # steps between the looks this benchmark prints (fit looks at 
 
 
 def trial(
-    d: int, seed: int, init: str, precision: str, x: torch.Tensor, x_test: torch.Tensor, steps: int
+    d: int, seed: int, init: str, hw: Hardware, x: torch.Tensor, x_test: torch.Tensor, steps: int
 ):
-    """Train one (d, seed) for `steps` steps in `precision`; the verdict as fit reaches it,
-    the looks, and the test MSE at the end (looks and MSE in float32, as fit computes them)."""
-    cfg = TrainConfig(seed=seed, precision=precision)
-    att = Attempt(lambda: ConvAutoencoder(d, init=init), seed, cfg, x.device, None)
+    """Train one (d, seed) for `steps` steps on hw; the verdict as fit reaches it, the
+    looks, and the test MSE at the end (looks and MSE in float32, as fit computes them)."""
+    cfg = TrainConfig(seed=seed, precision=hw.precision, device=hw.device.type)
+    att = Attempt(lambda: ConvAutoencoder(d, init=init), seed, cfg, hw, None)
     probe = x[:PROBE_SIZE]
     verdict, looks = None, []
     while att.step < steps:
@@ -85,7 +86,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     try:
-        require_precision(args.precision, "cpu")
+        hw = resolve_hardware(TrainConfig(device="cpu", precision=args.precision))
     except ConfigError as err:
         parser.exit(2, f"error: {err}\n")
     flush_denormals()
@@ -96,7 +97,7 @@ def main() -> None:
     steps = max(args.steps or math.ceil(len(x) / TrainConfig().batch_size), HEALTH_WINDOW)
     print(
         f"host: {cpu_model()}, {instruction_set()}, {torch.get_num_threads()} threads; "
-        f"init {args.init}; precision {args.precision}; "
+        f"init {args.init}; precision {args.precision} ({hw.precision}); "
         f"window {HEALTH_WINDOW} steps, probe every {PROBE_EVERY}; "
         f"plateau at >= {PLATEAU_RATIO} x the all-black loss; stuck: test MSE > {STUCK_MSE} "
         f"after {steps} steps"
@@ -110,7 +111,7 @@ def main() -> None:
     for d in (int(v) for v in args.dims.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             start = time.perf_counter()
-            verdict, looks, test_mse = trial(d, seed, args.init, args.precision, x, x_test, steps)
+            verdict, looks, test_mse = trial(d, seed, args.init, hw, x, x_test, steps)
             outcome, right = classify(verdict, looks[-1], test_mse)
             tally[outcome] = tally.get(outcome, 0) + 1
             tally[right] = tally.get(right, 0) + 1

@@ -37,8 +37,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.epoch import flops_per_image, gemm_rate, precisions_here
 from pipeline.config import TrainConfig
 from pipeline.training.attempt import Attempt
+from pipeline.training.hardware import Hardware
 from pipeline.training.models import ConvAutoencoder
-from pipeline.training.tensors import flush_denormals, training_autocast
+from pipeline.training.tensors import flush_denormals
 from tracking.host import bf16_support, cpu_model, instruction_set
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
@@ -154,10 +155,10 @@ def as_trained(x: torch.Tensor, precision: str, needs_grad: bool) -> torch.Tenso
 
 
 def under(precision: str, layer: Layer) -> Layer:
-    """The layer's forward in the precision's training context (pipeline.training.tensors)."""
+    """The layer's forward in the precision's training context (pipeline.training.hardware)."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with training_autocast(precision, CPU):
+        with Hardware(CPU, precision).autocast():
             return layer(x)
 
     return forward
@@ -274,7 +275,7 @@ def rest_of_step(layers: list, precision: str, repeats: int) -> dict[str, Timed]
 def adam_seconds(model: nn.Module, repeats: int) -> float:
     """Median seconds of the project's optimiser step (pipeline.training.attempt's: fused Adam on
     the float32 weights, in either precision), on random gradients."""
-    att = Attempt(lambda: copy.deepcopy(model), 0, TrainConfig(), CPU, None)
+    att = Attempt(lambda: copy.deepcopy(model), 0, TrainConfig(), Hardware(CPU, "fp32"), None)
     for p in att.model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     times = []
@@ -289,7 +290,7 @@ def adam_seconds(model: nn.Module, repeats: int) -> float:
 def whole_step(model: nn.Module, x: torch.Tensor, precision: str, repeats: int) -> float:
     """Median seconds of a training step as the project runs it (Attempt.train_step)."""
     config = TrainConfig(precision=precision)
-    att = Attempt(lambda: copy.deepcopy(model), 0, config, CPU, None)
+    att = Attempt(lambda: copy.deepcopy(model), 0, config, Hardware(CPU, precision), None)
     times = []
     for i in range(repeats + 3):
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 MODEL_KINDS = ("conv", "linear")  # pipeline.training.models builds each
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: pipeline.training.hardware.auto_precision
 BACKENDS = ("local", "ray")  # where a sweep's steps run: tracking.backends
 MAX_STEP_CPUS, MAX_STEP_GPUS = 1024, 64  # of one step on a Ray cluster
 DEFAULT_LATENT = {"conv": 100, "linear": 10}
@@ -247,9 +247,10 @@ class TrainConfig:
     )
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
     precision: str = option(
-        "fp32",
-        "fp32, or bf16: the training forward under bfloat16 autocast (weights, Adam and the "
-        "loss stay float32; every recorded evaluation is float32)",
+        "auto",
+        "auto (bf16 on a CPU with AMX, else fp32), fp32, or bf16: the training forward under "
+        "bfloat16 autocast (weights, Adam and the loss stay float32; every recorded "
+        "evaluation is float32)",
     )
     max_restarts: int = option(
         20,
@@ -268,14 +269,14 @@ class TrainConfig:
 
 def check_precision(precision: str, device_type: str, bf16_supported: bool) -> None:
     """ConfigError if bf16 is asked for on a device that lacks it; bf16_supported is what
-    torch reports for the device (pipeline.training.tensors.bf16_supported)."""
+    torch reports for the device (pipeline.training.hardware.bf16_supported)."""
     if precision == "bf16" and not bf16_supported:
         how = {
             "cuda": "torch.cuda.is_bf16_supported() is False for this GPU",
             "cpu": "oneDNN has no bfloat16 kernels for this CPU "
             "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False; it needs AVX-512 or AMX)",
         }.get(device_type, f"torch reports no bfloat16 support on {device_type}")
-        raise ConfigError(f"precision must be fp32 here: {how}")
+        raise ConfigError(f"precision must be auto or fp32 here: {how}")
 
 
 @dataclass(frozen=True)

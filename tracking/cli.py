@@ -108,7 +108,7 @@ def _check_machine(train: TrainConfig, data: DataConfig) -> None:
 def _check_precision(train: TrainConfig) -> None:
     """ConfigError if train asks for bf16 on a device where torch reports none."""
     if train.precision == "bf16":  # torch only then: a refusal of fp32 input stays quick
-        from pipeline.training.tensors import require_precision
+        from pipeline.training.hardware import require_precision
 
         require_precision(train.precision, train.device)
 
@@ -120,7 +120,8 @@ def _train(c: Configs) -> Callable[[], object]:
         from tracking.training import train_tracked
 
         request = prepare_resume(resume_id)
-        _check_machine(request.train, request.data)  # its own device and precision
+        _check_machine(request.train, request.data)  # its own device and data dir
+        request.hardware()  # ConfigError where this machine lacks the precision it began in
         return lambda: train_tracked(request)
     _check_machine(c[TrainConfig], c[DataConfig])
 

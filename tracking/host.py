@@ -47,7 +47,7 @@ def bf16_support() -> str:
     yes (avx512_bf16 yes, amx_tile no)"."""
     import torch
 
-    from pipeline.training.tensors import bf16_supported
+    from pipeline.training.hardware import bf16_supported
 
     def said(name: str) -> str:
         probe = getattr(torch.cpu, f"_is_{name}_supported", None)  # private: may go

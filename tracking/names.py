@@ -35,6 +35,10 @@ LATENT_SECONDS = "latent_quality_seconds"  # cost of encoding both splits and sc
 # pipeline.training.health.CONSTANT_STD the output no longer depends on the input: collapsed.
 OUTPUT_STD = "output_std"
 
+# Parameters a training run logs beside its entry point's: what they resolved to here.
+PARAM_DEVICE_USED = "device_used"  # device=auto: cuda or cpu
+PARAM_PRECISION_USED = "precision_used"  # precision=auto: fp32 or bf16 (reuse compares it)
+
 # Tags.
 TAG_KIND = "model_kind"
 TAG_LATENT = "latent_dim"

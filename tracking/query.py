@@ -47,7 +47,10 @@ DTYPES = {"int": "Int64", "float": "float64", "str": "string", "int | None": "In
 PARAM_TYPES = {
     param_name(f): DTYPES[f.type] for c in (ModelConfig, TrainConfig, DataConfig) for f in fields(c)
 }
-PARAM_TYPES.update(device_used="string", registered_model="string")  # logged by the run
+PARAM_TYPES.update(  # logged by the run
+    {names.PARAM_DEVICE_USED: "string", names.PARAM_PRECISION_USED: "string"},
+    registered_model="string",
+)
 
 
 class NoRunsError(ConfigError):

@@ -136,7 +136,8 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     earlier attempt recorded one). A stop signal ends the run KILLED at the next step."""
     import ray
 
-    from pipeline.training.tensors import flush_denormals, require_precision
+    from pipeline.training.hardware import require_precision
+    from pipeline.training.tensors import flush_denormals
     from tracking.requests import continue_in_run
 
     # A cluster started by a driver under `mlflow run` passes the driver's run on to its

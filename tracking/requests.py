@@ -20,7 +20,7 @@ from pipeline.config import (
     to_params,
 )
 from pipeline.training.attempt import Checkpoint
-from pipeline.training.tensors import resolve_device
+from pipeline.training.hardware import Hardware, resolve_hardware
 from pipeline.training.train import check_resumable
 from tracking import names, runs
 from tracking.query import get_run
@@ -61,12 +61,20 @@ class TrainingRequest:
             names.TAG_ROLE: names.ROLE_TRAIN,
         }
 
-    def params(self) -> dict[str, object]:
-        """Everything that defines the run, as logged."""
+    def hardware(self) -> Hardware:
+        """How the run trains on this machine (resolved where it trains: a Ray step's on
+        its node); a resumed run in the precision it began in (its checkpoint's)."""
+        began_in = self.checkpoint.get("precision") if self.checkpoint else None
+        return resolve_hardware(self.train, began_in)
+
+    def params(self, hardware: Hardware) -> dict[str, object]:
+        """Everything that defines the run, as logged: the parameters as asked, and the
+        hardware they resolved to."""
         return {
             **to_params(self.model, self.train, self.data),
             "registered_model": self.registered_model,
-            "device_used": str(resolve_device(self.train.device)),
+            names.PARAM_DEVICE_USED: str(hardware.device),
+            names.PARAM_PRECISION_USED: hardware.precision,
         }
 
 

@@ -34,6 +34,7 @@ from pipeline.config import (
     to_params,
 )
 from pipeline.training.data import digest_for_limits, ensure_mnist
+from pipeline.training.hardware import precision_used, resolve_device
 from tracking import launch, names, runs
 from tracking.backends import make_backend
 from tracking.registry import note_pickle_format, set_alias
@@ -96,6 +97,13 @@ class SweepRequest:
         params = to_params(model, train, self.data, skip=("model_kind",))
         params["registered_model"] = self.registered_model
         return {k: str(v) for k, v in params.items()}
+
+    def reuse_parameters(self, step: Step) -> dict[str, str]:
+        """What a FINISHED run must have logged to be taken over for the step: the step's
+        parameters, and the precision they resolve to on this machine (precision=auto
+        trains in bf16 on a CPU with AMX: such a run is never taken for an fp32 step)."""
+        used = precision_used(self.train.precision, resolve_device(self.train.device))
+        return {**self.step_parameters(step), names.PARAM_PRECISION_USED: used}
 
 
 def project_source(sweep: Run) -> dict[str, str]:
@@ -240,7 +248,7 @@ class _Steps:
         request = self.request
         if request.sweep.force:
             return False
-        params = request.step_parameters(step)
+        params = request.reuse_parameters(step)
         digest = digest_for_limits(request.data.train_limit, request.data.test_limit)
         found = reusable_run(step, params, self.experiment_id, digest, self.version)
         if not found:

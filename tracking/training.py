@@ -24,10 +24,11 @@ from pipeline.config import (
 )
 from pipeline.training.attempt import Checkpoint
 from pipeline.training.data import Mnist, load_mnist
+from pipeline.training.hardware import Hardware
 from pipeline.training.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
 from pipeline.training.models import build_model, count_params
 from pipeline.training.restarts import RESTART_STRIDE, Restart
-from pipeline.training.tensors import reconstruct, resolve_device, to_model_input, to_unit
+from pipeline.training.tensors import reconstruct, to_model_input, to_unit
 from pipeline.training.train import EpochResult, TrainResult, fit
 from tracking import names, runs
 from tracking.registry import Registered, Registration, log_and_register
@@ -178,7 +179,9 @@ def _restarts_line(result: TrainResult) -> str:
 _PRECISION = {"fp32": "", "bf16": " (forward in bfloat16 autocast)"}
 
 
-def describe_training(request: TrainingRequest, data: Mnist, result: TrainResult) -> str:
+def describe_training(
+    request: TrainingRequest, hardware: Hardware, data: Mnist, result: TrainResult
+) -> str:
     """The training run's Description (Markdown): what it trained and how it ended."""
     model, train = request.model, request.train
     kind = "Convolutional" if model.kind == "conv" else "Linear (bias-free, PCA-like)"
@@ -186,7 +189,7 @@ def describe_training(request: TrainingRequest, data: Mnist, result: TrainResult
         [
             f"**{request.alias}**: {kind} autoencoder with a {model.latent_dim}-number code, "
             f"trained for {train.epochs} epochs from seed {train.seed}"
-            f"{_PRECISION[train.precision]} on "
+            f"{_PRECISION[hardware.precision]} on "
             f"{len(data.train.labels):,} MNIST training images, tested on "
             f"{len(data.test.labels):,}.",
             "",
@@ -263,15 +266,16 @@ def train_tracked(request: TrainingRequest) -> str:
 
 
 def _train_in_run(run_id: str, request: TrainingRequest) -> str:
-    timer = TrackingTimer()
-    data, logger, datasets, prior_seconds = _start(run_id, request, timer)
+    timer, hardware = TrackingTimer(), request.hardware()
+    data, logger, datasets, prior_seconds = _start(run_id, request, hardware, timer)
     start = time.perf_counter()
-    result = _fit(run_id, request, data, logger)
+    result = _fit(run_id, request, hardware, data, logger)
     seconds = prior_seconds + time.perf_counter() - start
-    quality = _latent_quality(result, data, resolve_device(request.train.device))
+    quality = _latent_quality(result, data, hardware.device)
     runs.stop_if_requested()  # the last point at which the run can still end KILLED
     with timer.timing():
-        registered, description = _register(run_id, request, data, result, logger)
+        description = describe_training(request, hardware, data, result)
+        registered = _register(run_id, request, description, data, result, logger)
         _log_summary(result, quality, seconds, registered.model_id, datasets)
         registration = f"Registered as version {registered.version}: `{registered.uri}`."
         runs.describe_run(f"{description}\n\n{registration}")
@@ -284,12 +288,14 @@ def _train_in_run(run_id: str, request: TrainingRequest) -> str:
     return run_id
 
 
-def _start(run_id: str, request: TrainingRequest, timer: TrackingTimer) -> tuple:
+def _start(
+    run_id: str, request: TrainingRequest, hardware: Hardware, timer: TrackingTimer
+) -> tuple:
     """Log the run's parameters and datasets (or, resuming, the epochs it lacks) and load
     the data. Returns the data, the epoch logger, the datasets and the seconds of training
     the run already had."""
     model, train, checkpoint = request.model, request.train, request.checkpoint
-    runs.log_new_params(request.params())
+    runs.log_new_params(request.params(hardware))
     action = f"resuming after epoch {checkpoint['epoch']}" if checkpoint else "training"
     what = f"{model.kind} autoencoder, latent {model.latent_dim}, {train.epochs} epochs"
     print(f"run {run_id} ({request.alias}): {action} {what}")
@@ -309,7 +315,9 @@ def _start(run_id: str, request: TrainingRequest, timer: TrackingTimer) -> tuple
     return data, logger, datasets, sum(r["seconds"] for r in checkpoint["history"])
 
 
-def _fit(run_id: str, request: TrainingRequest, data: Mnist, logger: EpochLogger) -> TrainResult:
+def _fit(
+    run_id: str, request: TrainingRequest, hardware: Hardware, data: Mnist, logger: EpochLogger
+) -> TrainResult:
     """The pipeline's training loop, with the run's callbacks; on any stop, a hint on
     how to continue the run."""
     model, checkpoint = request.model, request.checkpoint
@@ -324,6 +332,7 @@ def _fit(run_id: str, request: TrainingRequest, data: Mnist, logger: EpochLogger
             on_step=runs.stop_if_requested,
             on_checkpoint=saver,
             resume=checkpoint,
+            hardware=hardware,
         )
         runs.stop_if_requested()
     except TrainingFailed:
@@ -335,12 +344,16 @@ def _fit(run_id: str, request: TrainingRequest, data: Mnist, logger: EpochLogger
 
 
 def _register(
-    run_id: str, request: TrainingRequest, data: Mnist, result: TrainResult, logger: EpochLogger
-) -> tuple[Registered, str]:
-    """The final reconstructions, then the model logged and registered; returns the
-    registration and the run's description."""
+    run_id: str,
+    request: TrainingRequest,
+    description: str,
+    data: Mnist,
+    result: TrainResult,
+    logger: EpochLogger,
+) -> Registered:
+    """The final reconstructions, then the model logged and registered with the run's
+    description."""
     mlflow.log_image(logger.image(result.model), artifact_file=names.RECONSTRUCTION_FILE)
-    description = describe_training(request, data, result)
     registration = Registration(
         request.registered_model,
         request.alias,
@@ -349,4 +362,4 @@ def _register(
         tags={**request.tags, "run_id": run_id},
     )
     example = to_unit(data.test.images[:2].unsqueeze(1)).numpy()
-    return log_and_register(result.model, example, registration), description
+    return log_and_register(result.model, example, registration)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrainConfig, TrainingFailed
-from pipeline.training.tensors import prepare_model, training_autocast
+from pipeline.training.hardware import Hardware
+from pipeline.training.tensors import prepare_model
 
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
 CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
@@ -20,7 +21,8 @@ CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's co
 StepCallback = Callable[[], None]
 Checkpoint = dict
 """Everything needed to continue training exactly where it stopped: model, optimiser and
-batch-order state, the step, the seed kept, and the epochs and restarts so far. Plain
+batch-order state, the step, the seed kept, the precision trained in, and the epochs and
+restarts so far. Plain
 tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
 without unpickling code."""
 
@@ -58,12 +60,17 @@ class Attempt:
     """One initialisation: model, optimiser and batch order from one seed."""
 
     def __init__(
-        self, build: Callable[[], nn.Module], seed: int, cfg, device, on_step: StepCallback | None
+        self,
+        build: Callable[[], nn.Module],
+        seed: int,
+        cfg: TrainConfig,
+        hardware: Hardware,
+        on_step: StepCallback | None,
     ) -> None:
         torch.manual_seed(seed)
         self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
-        self.precision, self.device = cfg.precision, torch.device(device)
-        self.model = prepare_model(build(), device)
+        self.hardware = hardware
+        self.model = prepare_model(build(), hardware.device)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
@@ -78,7 +85,7 @@ class Attempt:
         """One optimiser step on a batch; returns the batch's (detached) mean loss. In bf16
         only the forward runs under autocast: the loss is float32, of the output cast to
         float32, and needs no gradient scaling (bfloat16 has float32's range)."""
-        with training_autocast(self.precision, self.device):
+        with self.hardware.autocast():
             out = self.model(batch)
         loss = F.mse_loss(out.float(), batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -96,6 +103,7 @@ class Attempt:
             "format": CHECKPOINT_FORMAT,
             "epoch": history[-1].epoch,
             "seed": self.seed,
+            "precision": self.hardware.precision,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

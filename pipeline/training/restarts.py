@@ -21,6 +21,7 @@ from pipeline.training.attempt import (
     StepCallback,
     check_finite,
 )
+from pipeline.training.hardware import Hardware
 from pipeline.training.health import DIVERGED, HEALTH_WINDOW, PROBE_SIZE, Look, Verdict, judge, look
 
 # Restart k of seed s initialises from seed s + k * RESTART_STRIDE. With the next seed
@@ -103,6 +104,7 @@ def choose_init(
     build: Callable[[], nn.Module],
     x: torch.Tensor,
     cfg: TrainConfig,
+    hardware: Hardware,
     on_restart: RestartCallback | None = None,
     on_step: StepCallback | None = None,
     log: Callable[[str], None] = print,
@@ -115,7 +117,7 @@ def choose_init(
     restarts: list[Restart] = []
     for attempt in range(cfg.max_restarts + 1):
         seed = restart_seed(cfg.seed, attempt)
-        att = Attempt(build, seed, cfg, x.device, on_step)
+        att = Attempt(build, seed, cfg, hardware, on_step)
         verdict = health_window(att, x, x[:PROBE_SIZE], total_steps)
         if verdict.healthy:
             return att, restarts

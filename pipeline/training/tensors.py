@@ -1,5 +1,6 @@
 """Tensor helpers shared by training, evaluation, the latent metrics and the tracking
-layer: devices, precision, the model's input format, and evaluation in batches."""
+layer: the model's input format, evaluation in batches (always in float32), and the CPU's
+handling of subnormal floats. Devices and precision: pipeline.training.hardware."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from pipeline.config import check_precision
 
 EVAL_BATCH = 1000
 PIXEL_MAX = 255.0  # MNIST's uint8 white
@@ -22,43 +21,6 @@ def flush_denormals() -> None:
     The setting is per thread and torch's worker threads copy it when they are created,
     so entry points call this first, before torch runs anything in parallel."""
     torch.set_flush_denormal(True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" picks CUDA when present, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether torch runs bfloat16 on the device: on CUDA torch.cuda.is_bf16_supported();
-    on the CPU whether oneDNN has bfloat16 kernels there (AVX-512 or newer: AVX512-BF16 and
-    AMX natively; it honours ONEDNN_MAX_CPU_ISA), else bf16 convolutions fall back to
-    slow reference loops."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return False
-
-
-def require_precision(precision: str, device_name: str) -> None:
-    """ConfigError if `precision` is bf16 and the device that `device_name` resolves to
-    (pipeline.config.check_precision decides, from what torch reports) has none."""
-    if precision == "bf16":
-        device = resolve_device(device_name)
-        check_precision(precision, device.type, bf16_supported(device))
-
-
-def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context of a training forward: bfloat16 autocast for "bf16" (matrix multiplies
-    and convolutions in bfloat16, the float32 weights cast per use); nothing for "fp32"."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def float32(device: torch.device) -> contextlib.AbstractContextManager:

@@ -31,6 +31,7 @@ from pipeline.training.attempt import (
     check_finite,
 )
 from pipeline.training.data import Mnist
+from pipeline.training.hardware import Hardware, resolve_hardware
 from pipeline.training.health import PROBE_SIZE, has_diverged, is_constant, look
 from pipeline.training.restarts import (
     CollapseError,
@@ -44,7 +45,6 @@ from pipeline.training.tensors import (
     evaluate,
     flush_denormals,
     per_pixel,
-    resolve_device,
     squared_error,
     to_model_input,
 )
@@ -220,6 +220,7 @@ def fit(
     log: Callable[[str], None] = print,
     on_checkpoint: CheckpointCallback | None = None,
     resume: Checkpoint | None = None,
+    hardware: Hardware | None = None,
 ) -> TrainResult:
     """Train a model from ``build()`` on data.train, evaluating on data.test every epoch.
 
@@ -227,23 +228,27 @@ def fit(
     on_restart), then training goes on from it. on_step() runs after every optimiser
     step (for example to stop on request). After every epoch on_checkpoint(state) gets the
     state, then on_epoch_end the result; fit(..., resume=state) continues from there with
-    the same result as an uninterrupted run (on the CPU, bit for bit).
+    the same result as an uninterrupted run (on the CPU, bit for bit), in the precision it
+    began in. `hardware` is how to train (default: what cfg asks for on this machine,
+    resolve_hardware).
     """
-    device = resolve_device(cfg.device)
+    if hardware is None:
+        hardware = resolve_hardware(cfg, resume.get("precision") if resume else None)
+    device = hardware.device
     flush_denormals()  # for this thread at least; see flush_denormals
     x_train = to_model_input(data.train.images, device)
     x_test = to_model_input(data.test.images, device)
     if resume is not None:
         check_resumable(resume, cfg)
-        att = Attempt(build, resume["seed"], cfg, device, on_step)
+        att = Attempt(build, resume["seed"], cfg, hardware, on_step)
         att.restore(resume)
         restarts = [Restart(**r) for r in resume["restarts"]]
         history = [EpochResult(**r) for r in resume["history"]]
         log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
     else:
-        att, restarts = choose_init(build, x_train, cfg, on_restart, on_step, log)
+        att, restarts = choose_init(build, x_train, cfg, hardware, on_restart, on_step, log)
         if att.partial is None:  # the window outlasted the first epoch: train that again
-            att = Attempt(build, att.seed, cfg, device, on_step)
+            att = Attempt(build, att.seed, cfg, hardware, on_step)
         history = []
 
     def after_epoch(result: EpochResult) -> None:

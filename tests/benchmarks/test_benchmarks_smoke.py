@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.training.tensors import bf16_supported
+from pipeline.training.hardware import auto_precision, bf16_supported
 from tracking.host import KERNEL_LIMITS, cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,9 @@ def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mn
 def test_health_benchmark_prints_a_verdict_per_latent_size_and_seed(tmp_path, mnist_dir):
     sizes = ["--train-limit", "1024", "--data-dir", str(mnist_dir), "--steps", "200"]
     out = run_benchmark("health", "--dims", "3", "--seeds", "0,1", *sizes, cwd=tmp_path)
-    assert "init he; precision fp32; window 200 steps" in out
+    assert (
+        f"init he; precision auto ({auto_precision(torch.device('cpu'))}); window 200 steps" in out
+    )
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["3"]]
     assert [row[1] for row in rows] == ["0", "1"]
     assert all(row[2] in ("healthy", "constant", "plateau") and row[3] == "200" for row in rows)
@@ -116,7 +118,7 @@ def test_health_benchmark_trains_in_bf16_and_judges_in_float32(tmp_path, mnist_d
     sizes = ["--train-limit", "1024", "--data-dir", str(mnist_dir), "--steps", "200"]
     args = ("--dims", "3", "--seeds", "0", "--precision", "bf16", *sizes)
     out = run_benchmark("health", *args, cwd=tmp_path)
-    assert "init he; precision bf16; window 200 steps" in out
+    assert "init he; precision bf16 (bf16); window 200 steps" in out
     (row,) = [line.split() for line in out.splitlines() if line.split()[:2] == ["3", "0"]]
     assert row[2] in ("healthy", "constant", "plateau") and 0 < float(row[14]) < 1
 
@@ -130,7 +132,7 @@ def test_precision_benchmark_prints_the_rule_per_configuration(tmp_path):
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )  # fmt: skip
-        assert result.returncode == 2 and "precision must be fp32 here" in result.stderr
+        assert result.returncode == 2 and "precision must be auto or fp32 here" in result.stderr
         assert list(tmp_path.iterdir()) == []
         return
     out = run_benchmark("precision", *args, cwd=tmp_path)
@@ -185,4 +187,6 @@ def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_p
     named = ", ".join(f"{k}={v}" for k, v in limits.items())
     host = f"AVX2 ({named})" if limits else torch.backends.cpu.get_cpu_capability()
     assert out.startswith(f"host: {host}, ")
-    assert ("bf16 left out: precision must be fp32 here" in out) == ("bf16" not in precisions)
+    assert ("bf16 left out: precision must be auto or fp32 here" in out) == (
+        "bf16" not in precisions
+    )

@@ -36,8 +36,8 @@ BAD_INPUT = [
     (["train", "--device", "tpu"], "device must be one of"),
     (["train", "--registered-model", "a/b"], "registered_model must be a name without any of /"),
     (["train", "--registered-model", " "], "registered_model must be a name"),
-    (["train", "--precision", "fp16"], "precision must be one of ['fp32', 'bf16']"),
-    (["sweep", "--precision", "auto"], "precision must be one of ['fp32', 'bf16']"),
+    (["train", "--precision", "fp16"], "precision must be one of ['auto', 'fp32', 'bf16']"),
+    (["sweep", "--precision", "tf32"], "precision must be one of ['auto', 'fp32', 'bf16']"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,785"], "latent_dims must be a comma-separated list of integers"),
@@ -117,8 +117,8 @@ def test_bf16_on_a_cpu_without_bfloat16_kernels_is_refused_before_any_run(store)
         result = store.cli(command, "--precision", "bf16", "--device", "cpu")
         assert result.returncode == 2, result.stdout + result.stderr[-2000:]
         assert result.stderr.splitlines() == [
-            "error: precision must be fp32 here: oneDNN has no bfloat16 kernels for this CPU "
-            "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False; it needs AVX-512 or AMX)"
+            "error: precision must be auto or fp32 here: oneDNN has no bfloat16 kernels for this "
+            "CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False; it needs AVX-512 or AMX)"
         ]
     assert store.runs() == []
     assert not (store.root / "data").exists()

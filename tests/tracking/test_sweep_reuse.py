@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config import DataConfig, SweepConfig, TrainConfig
 from pipeline.training.data import digest_for_limits
+from pipeline.training.hardware import FORWARD_PRECISIONS, auto_precision, resolve_device
 from tracking import names
 from tracking.sweep import Step, SweepRequest, reusable_run
 
@@ -43,16 +44,37 @@ def finished_step_run(step: Step, params: dict[str, str]) -> str:
 def test_a_run_of_one_precision_is_never_reused_for_the_other(store, monkeypatch, trained, wanted):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     step = request(trained).steps()[0]
-    run_id = finished_step_run(step, request(trained).step_parameters(step))
+    run_id = finished_step_run(step, request(trained).reuse_parameters(step))
     experiment = mlflow.get_run(run_id).info.experiment_id
 
     def reused(precision: str):
-        params = request(precision).step_parameters(step)
+        params = request(precision).reuse_parameters(step)
         return reusable_run(step, params, experiment, DIGEST, VERSION)
 
     assert reused(trained).info.run_id == run_id  # the same step is taken over
     assert request(wanted).step_parameters(step)["precision"] == wanted
     assert reused(wanted) is None
+
+
+@pytest.mark.parametrize("used", FORWARD_PRECISIONS)
+def test_an_auto_run_is_reused_only_where_auto_trains_in_the_precision_it_used(
+    store, monkeypatch, used
+):
+    """precision=auto trains in bf16 on a CPU with AMX: its run there is never taken over
+    for an auto step on a host without AMX (or an fp32 step), and the other way round."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    auto = request("auto")
+    step = auto.steps()[0]
+    run_id = finished_step_run(step, {**auto.step_parameters(step), "precision_used": used})
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    here = auto_precision(resolve_device(auto.train.device))
+    assert auto.reuse_parameters(step)["precision_used"] == here
+    found = reusable_run(step, auto.reuse_parameters(step), experiment, DIGEST, VERSION)
+    assert (found is not None) == (used == here)
+    assert (
+        reusable_run(step, request(used).reuse_parameters(step), experiment, DIGEST, VERSION)
+        is None
+    )
 
 
 def test_a_sweep_passes_its_precision_to_every_step():

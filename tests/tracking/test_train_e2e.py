@@ -9,7 +9,7 @@ import mlflow
 import pytest
 import torch
 
-from pipeline.training.tensors import bf16_supported
+from pipeline.training.hardware import auto_precision, bf16_supported
 from tests.tracking.conftest import (
     cli_command,
     cli_flags,
@@ -77,6 +77,8 @@ def test_params_record_the_configuration(trained):
         "seed": "0",
         "device": "auto",
         "device_used": "cpu",
+        "precision": "auto",
+        "precision_used": auto_precision(torch.device("cpu")),
         "train_limit": "2048",
         "test_limit": "512",
     }

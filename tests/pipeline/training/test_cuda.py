@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from pipeline.config import PRECISIONS, TrainConfig
+from pipeline.config import TrainConfig
 from pipeline.training.data import load_mnist
+from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported
 from pipeline.training.models import build_model
-from pipeline.training.tensors import bf16_supported
 from pipeline.training.train import fit
 
 pytestmark = pytest.mark.skipif(
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", FORWARD_PRECISIONS)
 def test_training_on_cuda_learns_with_the_model_and_data_on_the_device(mnist_dir, precision):
     if precision == "bf16" and not bf16_supported(torch.device("cuda")):
         pytest.skip("torch.cuda.is_bf16_supported() is False for this GPU")

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.analysis.latent import encode_all
-from pipeline.config import PRECISIONS, TrainConfig
+from pipeline.config import TrainConfig
 from pipeline.training.attempt import Attempt, NonFiniteLossError
 from pipeline.training.data import load_mnist
+from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported, resolve_hardware
 from pipeline.training.health import (
     CONSTANT,
     CONSTANT_STD,
@@ -20,7 +21,6 @@ from pipeline.training.models import ConvAutoencoder, build_model
 from pipeline.training.restarts import RESTART_STRIDE, CollapseError, DivergedError
 from pipeline.training.tensors import (
     EVAL_BATCH,
-    bf16_supported,
     evaluate,
     reconstruct,
     to_model_input,
@@ -304,7 +304,7 @@ def test_training_goes_on_from_the_health_window_as_if_trained_in_one_go(mnist_d
     result = fit(build, data, cfg, on_step=lambda: steps.append(1), **quiet())
     cpu = torch.device("cpu")
     x = (to_model_input(data.train.images, cpu), to_model_input(data.test.images, cpu))
-    one_go, history = Attempt(build, result.init_seed, cfg, cpu, None), []
+    one_go, history = Attempt(build, result.init_seed, cfg, resolve_hardware(cfg), None), []
     _run_epochs(one_go, x, cfg, history, lambda _: None, lambda _: None)
 
     def numbers(h):
@@ -362,7 +362,7 @@ def test_bf16_and_fp32_from_the_same_start_end_close(small):
             TrainConfig(epochs=2, batch_size=32, precision=precision),
             **quiet(),
         ).final.test_mse
-        for precision in PRECISIONS
+        for precision in FORWARD_PRECISIONS
     }
     assert test_mse["bf16"] != test_mse["fp32"]  # bf16 did run
     assert test_mse["bf16"] == pytest.approx(test_mse["fp32"], rel=0.02)

@@ -1,0 +1,116 @@
+"""Where and how training runs, chosen once: the device, and the precision the training
+forward runs in. `resolve_hardware` turns a TrainConfig's choices ("auto" among them) into
+one Hardware where the device is resolved; the loop reads that object, and a run records
+it (tracking.requests).
+
+precision=auto means bf16 where it is fast and as good (docs/precision.md): on a CPU
+whose oneDNN runs bfloat16 on AMX; everywhere else, CUDA included until its benchmarks
+decide, fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.config import TrainConfig, check_precision
+
+FORWARD_PRECISIONS = ("fp32", "bf16")
+"""What a training forward runs in; precision=auto resolves to one of them."""
+ONEDNN_ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+ISA_CAPS_WITH_AMX = ("DEFAULT", "ALL")
+"""Values of ONEDNN_MAX_CPU_ISA that leave AMX to oneDNN, besides every name holding
+"AMX" (AVX512_CORE_AMX, AVX10_1_512_AMX, AVX512_CORE_AMX_FP16, ...). Any other value
+(AVX512_CORE_BF16, AVX2, ...) keeps oneDNN's kernels below AMX."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks CUDA when present, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether torch runs bfloat16 on the device: on CUDA torch.cuda.is_bf16_supported();
+    on the CPU whether oneDNN has bfloat16 kernels there (AVX-512 or newer: AVX512-BF16 and
+    AMX natively; it honours ONEDNN_MAX_CPU_ISA), else bf16 convolutions fall back to
+    slow reference loops."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def isa_cap_allows_amx(cap: str | None) -> bool:
+    """Whether an ONEDNN_MAX_CPU_ISA value (None: unset) lets oneDNN use AMX."""
+    value = (cap or "").strip().upper()
+    return not value or value in ISA_CAPS_WITH_AMX or "AMX" in value
+
+
+def amx_bf16_usable() -> bool:
+    """Whether oneDNN runs bfloat16 on AMX on this CPU: it has AMX tiles and the kernel
+    lets torch use them (torch.cpu._is_amx_tile_supported(), which asks the kernel for the
+    tiles' permission), oneDNN has bfloat16 kernels, and ONEDNN_MAX_CPU_ISA, if set, does
+    not hold oneDNN below AMX."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: may go
+    return (
+        amx is not None
+        and amx()
+        and bf16_supported(torch.device("cpu"))
+        and isa_cap_allows_amx(os.environ.get(ONEDNN_ISA_CAP))
+    )
+
+
+def auto_precision(device: torch.device) -> str:
+    """What precision=auto trains in on the device: bf16 on a CPU with AMX, else fp32.
+    On CUDA, fp32 until the CUDA benchmarks measure bf16 faster at equal quality
+    (docs/precision.md)."""
+    return "bf16" if device.type == "cpu" and amx_bf16_usable() else "fp32"
+
+
+def precision_used(precision: str, device: torch.device) -> str:
+    """What `precision` (auto, fp32 or bf16) trains in on the device."""
+    return auto_precision(device) if precision == "auto" else precision
+
+
+def require_precision(precision: str, device_name: str) -> None:
+    """ConfigError if `precision` is bf16 and the device that `device_name` resolves to
+    (pipeline.config.check_precision decides, from what torch reports) has none."""
+    if precision == "bf16":
+        device = resolve_device(device_name)
+        check_precision(precision, device.type, bf16_supported(device))
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """How a run trains: on which device, and in which precision its forward runs."""
+
+    device: torch.device
+    precision: str
+    """One of FORWARD_PRECISIONS: auto already resolved."""
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of a training forward: bfloat16 autocast for bf16 (matrix
+        multiplies and convolutions in bfloat16, the float32 weights cast per use);
+        nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def resolve_hardware(cfg: TrainConfig, precision: str | None = None) -> Hardware:
+    """The hardware that cfg asks for on this machine. `precision`, where given (a resumed
+    run's, from its checkpoint), replaces cfg's: a run keeps the precision it began in.
+    ConfigError where bf16 is asked for and the device has none."""
+    device = resolve_device(cfg.device)
+    used = precision_used(precision or cfg.precision, device)
+    if used == "bf16":
+        check_precision(used, device.type, bf16_supported(device))
+    return Hardware(device, used)
