@@ -252,6 +252,17 @@ class TrainConfig:
         "bfloat16 autocast (weights, Adam and the loss stay float32; every recorded "
         "evaluation is float32)",
     )
+    cuda_graphs: bool = option(
+        True,
+        "on CUDA: replay each full batch's training step from one captured CUDA graph (false: "
+        "launch its kernels one by one); no effect on the CPU",
+    )
+    deterministic: bool = option(
+        True,
+        "on CUDA: deterministic cuDNN and cuBLAS kernels, so that the same seed gives the same "
+        "bits (false: cuDNN may pick faster nondeterministic ones); the CPU is deterministic "
+        "either way",
+    )
     max_restarts: int = option(
         20,
         f"fresh initialisations (seed + {MAX_SEED} k) tried after one fails the health check; "

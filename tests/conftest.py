@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.training.data import ensure_mnist
+from pipeline.training.hardware import prepare_process
 from pipeline.training.tensors import flush_denormals
 from tests.browser import ensure_chromium
 
@@ -14,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
     flush_denormals()  # as the entry points do, before torch starts its worker threads
+    prepare_process()  # and before any CUDA work
 
 
 @pytest.fixture(scope="session")

@@ -286,17 +286,17 @@ def _work(work: Callable[[], object]) -> int:
     runs KILLED."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.training.hardware import prepare_process
     from pipeline.training.tensors import flush_denormals
     from tracking.runs import (
         Terminated,
         WorkError,
         choose_experiment,
         guard_killed_status,
-        install_signal_handlers,
     )
 
     flush_denormals()  # before torch starts its worker threads
-    install_signal_handlers()
+    prepare_process()  # before any CUDA work    install_signal_handlers()
     pending_run = os.environ.get("MLFLOW_RUN_ID")  # start_run removes it
     try:
         choose_experiment()

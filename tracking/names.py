@@ -26,6 +26,7 @@ RESTARTS = "restarts"
 RESTARTS_CONSTANT = "restarts_constant"
 RESTARTS_PLATEAU = "restarts_plateau"
 TRACKING_SECONDS = "tracking_seconds"  # time in MLflow calls: epochs, images, dataset, model
+SWEEP_SECONDS = "sweep_seconds"  # on a sweep: its training steps, without the comparison
 # Latent quality, from the final model's codes (pipeline/analysis/latent.py): computed at training
 # time so that a comparison over many runs only reads them.
 KNN_ACCURACY = "knn5_accuracy"  # 5-NN digit accuracy: fit on training codes, test codes scored
@@ -38,6 +39,8 @@ OUTPUT_STD = "output_std"
 # Parameters a training run logs beside its entry point's: what they resolved to here.
 PARAM_DEVICE_USED = "device_used"  # device=auto: cuda or cpu
 PARAM_PRECISION_USED = "precision_used"  # precision=auto: fp32 or bf16 (reuse compares it)
+PARAM_CUDA_GRAPHS_USED = "cuda_graphs_used"  # true only on CUDA with cuda_graphs=true
+PARAM_TF32_USED = "tf32_used"  # float32 convolutions and matmuls in TF32 (CUDA only; false)
 
 # Tags.
 TAG_KIND = "model_kind"

@@ -43,14 +43,20 @@ SUMMARY_METRICS = (
 )
 # The one place where MLflow's string parameters get their real types: the training
 # schema's fields as pandas dtypes ("Int64" keeps a missing value as <NA>, not a float).
-DTYPES = {"int": "Int64", "float": "float64", "str": "string", "int | None": "Int64"}
+# Flags stay text ("true"/"false"): the comparison only shows them.
+DTYPES = {
+    "int": "Int64",
+    "float": "float64",
+    "str": "string",
+    "int | None": "Int64",
+    "bool": "string",
+}
 PARAM_TYPES = {
     param_name(f): DTYPES[f.type] for c in (ModelConfig, TrainConfig, DataConfig) for f in fields(c)
 }
-PARAM_TYPES.update(  # logged by the run
-    {names.PARAM_DEVICE_USED: "string", names.PARAM_PRECISION_USED: "string"},
-    registered_model="string",
-)
+USED = (names.PARAM_DEVICE_USED, names.PARAM_PRECISION_USED, names.PARAM_CUDA_GRAPHS_USED)
+PARAM_TYPES.update(dict.fromkeys((*USED, names.PARAM_TF32_USED), "string"))  # logged by the run
+PARAM_TYPES["registered_model"] = "string"
 
 
 class NoRunsError(ConfigError):

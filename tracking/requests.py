@@ -75,6 +75,8 @@ class TrainingRequest:
             "registered_model": self.registered_model,
             names.PARAM_DEVICE_USED: str(hardware.device),
             names.PARAM_PRECISION_USED: hardware.precision,
+            names.PARAM_CUDA_GRAPHS_USED: str(hardware.cuda_graphs).lower(),
+            names.PARAM_TF32_USED: str(hardware.tf32).lower(),
         }
 
 

@@ -181,7 +181,7 @@ def run_sweep(request: SweepRequest) -> str:
             request.cluster, request.sweep.parallel, parent.info.run_id, experiment_id
         )
         failed = _Steps(request, experiment_id, version, source).run(steps, backend)
-        mlflow.log_metric("sweep_seconds", time.perf_counter() - start)
+        mlflow.log_metric(names.SWEEP_SECONDS, time.perf_counter() - start)
         problems = []
         if failed:
             problems.append(

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrainConfig, TrainingFailed
+from pipeline.training.graphs import GraphedStep
 from pipeline.training.hardware import Hardware
 from pipeline.training.tensors import prepare_model
 
@@ -40,10 +41,12 @@ def check_finite(loss_sum: torch.Tensor, where: str) -> float:
     return value
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, cfg: TrainConfig, hw: Hardware) -> torch.optim.Optimizer:
     # The fused kernel, on the CPU and on CUDA: one pass over the parameters per step.
     # The parameters stay float32 whatever the precision (autocast casts them per use).
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    # A graph may capture its step only if it is `capturable` (the fused kernel computes
+    # alike either way).
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True, capturable=hw.cuda_graphs)
 
 
 @dataclass
@@ -71,7 +74,8 @@ class Attempt:
         self.seed, self.on_step, self.batch_size = seed, on_step, cfg.batch_size
         self.hardware = hardware
         self.model = prepare_model(build(), hardware.device)
-        self.optimizer = _make_optimizer(self.model, cfg)
+        self.optimizer = _make_optimizer(self.model, cfg, hardware)
+        self.graphed: GraphedStep | None = None  # captured at the first full batch
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
         self.partial: Partial | None = None  # the first epoch, where the window ended in it
@@ -82,18 +86,30 @@ class Attempt:
         return list(order.split(self.batch_size))
 
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on a batch; returns the batch's (detached) mean loss. In bf16
-        only the forward runs under autocast: the loss is float32, of the output cast to
-        float32, and needs no gradient scaling (bfloat16 has float32's range)."""
+        """One optimiser step on a batch; returns the batch's (detached) mean loss. With
+        CUDA graphs a full batch replays the step captured at the first one; a shorter one
+        (an epoch's last) runs eagerly."""
+        if self.hardware.cuda_graphs and self.graphed is None and len(batch) == self.batch_size:
+            self.graphed = GraphedStep(self._step, self.model, self.optimizer, batch)
+        if self.graphed is not None and self.graphed.fits(batch):
+            loss = self.graphed(batch)
+        else:
+            loss = self._step(batch)
+        self.step += 1
+        if self.on_step is not None:
+            self.on_step()
+        return loss
+
+    def _step(self, batch: torch.Tensor) -> torch.Tensor:
+        """The step itself. In bf16 only the forward runs under autocast: the loss is
+        float32, of the output cast to float32, and needs no gradient scaling (bfloat16
+        has float32's range)."""
         with self.hardware.autocast():
             out = self.model(batch)
         loss = F.mse_loss(out.float(), batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.step += 1
-        if self.on_step is not None:
-            self.on_step()
         return loss.detach()
 
     def state(self, history: list, restarts: list) -> Checkpoint:
@@ -114,6 +130,9 @@ class Attempt:
 
     def restore(self, checkpoint: Checkpoint) -> None:
         self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])  # new state tensors: ...
+        self.graphed = None  # ... a graph captured before would update the old ones
+        for group in self.optimizer.param_groups:  # the checkpoint's may be another device's
+            group["capturable"] = self.hardware.cuda_graphs
         self.generator.set_state(checkpoint["generator"])
         self.step = checkpoint["step"]

@@ -1,17 +1,20 @@
-"""Where and how training runs, chosen once: the device, and the precision the training
-forward runs in. `resolve_hardware` turns a TrainConfig's choices ("auto" among them) into
-one Hardware where the device is resolved; the loop reads that object, and a run records
-it (tracking.requests).
+"""Where and how training runs, chosen once: the device, the precision the training
+forward runs in, and on CUDA the step as a CUDA graph and deterministic kernels.
+`resolve_hardware` turns a TrainConfig's choices ("auto" among them) into one Hardware
+where the device is resolved; the loop reads that object, and a run records it
+(tracking.requests).
 
 precision=auto means bf16 where it is fast and as good (docs/precision.md): on a CPU
 whose oneDNN runs bfloat16 on AMX; everywhere else, CUDA included until its benchmarks
-decide, fp32.
+decide, fp32. On CUDA, fp32 is IEEE float32: TF32, which PyTorch allows cuDNN's
+convolutions by default, is off (CUDA_TF32), so that a GPU's float32 is the CPU's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,19 @@ ISA_CAPS_WITH_AMX = ("DEFAULT", "ALL")
 """Values of ONEDNN_MAX_CPU_ISA that leave AMX to oneDNN, besides every name holding
 "AMX" (AVX512_CORE_AMX, AVX10_1_512_AMX, AVX512_CORE_AMX_FP16, ...). Any other value
 (AVX512_CORE_BF16, AVX2, ...) keeps oneDNN's kernels below AMX."""
+CUDA_TF32 = False
+"""Whether float32 convolutions and matrix multiplies may run in TF32 on CUDA. Off: fp32
+means IEEE float32 on every device, until the CUDA benchmarks measure what TF32 buys and
+costs here (docs/performance.md). Recorded on every run (tracking.requests)."""
+CUBLAS_WORKSPACE = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+"""What deterministic cuBLAS needs (PyTorch's reproducibility notes). cuBLAS reads it once,
+at its first use in the process: prepare_process sets it before any CUDA work."""
+
+
+def prepare_process() -> None:
+    """What a process that may train on CUDA sets before its first CUDA work: cuBLAS's
+    workspace for deterministic kernels (unless the environment sets its own)."""
+    os.environ.setdefault(*CUBLAS_WORKSPACE)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,19 +106,65 @@ def require_precision(precision: str, device_name: str) -> None:
 
 @dataclass(frozen=True)
 class Hardware:
-    """How a run trains: on which device, and in which precision its forward runs."""
+    """How a run trains: on which device, in which precision its forward runs, and on
+    CUDA whether its steps replay a CUDA graph and its kernels are deterministic."""
 
     device: torch.device
     precision: str
     """One of FORWARD_PRECISIONS: auto already resolved."""
+    cuda_graphs: bool = False
+    """Full batches replay one captured step (pipeline.training.graphs); only on CUDA."""
+    deterministic: bool = False
+    """Deterministic CUDA kernels (settings()); the CPU's are deterministic anyway."""
+
+    @property
+    def tf32(self) -> bool:
+        """Whether float32 convolutions and matrix multiplies run in TF32 (CUDA_TF32)."""
+        return self.device.type == "cuda" and CUDA_TF32
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of a training forward: bfloat16 autocast for bf16 (matrix
         multiplies and convolutions in bfloat16, the float32 weights cast per use);
-        nothing for fp32."""
+        nothing for fp32. A captured graph cannot keep autocast's cache of cast weights
+        (PyTorch's CUDA graph notes): it is off there."""
         if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            cache = not self.cuda_graphs
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """torch's process-wide settings for training on this hardware, restored after.
+        On the CPU: none (its path stays as it always was). On CUDA: TF32 as CUDA_TF32
+        says, and with `deterministic` deterministic algorithms, cuDNN's deterministic
+        kernels and no autotuning (uninitialised memory is not filled: it costs a kernel
+        per allocation and this model reads none)."""
+        if self.device.type != "cuda":
+            yield
+            return
+        prepare_process()
+        backends, deterministic = torch.backends, torch.utils.deterministic
+        before = (
+            torch.are_deterministic_algorithms_enabled(),
+            backends.cudnn.deterministic,
+            backends.cudnn.benchmark,
+            deterministic.fill_uninitialized_memory,
+            backends.cudnn.conv.fp32_precision,
+            backends.cuda.matmul.fp32_precision,
+        )
+        fp32 = "tf32" if self.tf32 else "ieee"
+        try:
+            torch.use_deterministic_algorithms(self.deterministic)
+            backends.cudnn.deterministic = self.deterministic
+            backends.cudnn.benchmark = False
+            deterministic.fill_uninitialized_memory = False
+            backends.cudnn.conv.fp32_precision = backends.cuda.matmul.fp32_precision = fp32
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0])
+            backends.cudnn.deterministic, backends.cudnn.benchmark = before[1:3]
+            deterministic.fill_uninitialized_memory = before[3]
+            backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = before[4:]
 
 
 def resolve_hardware(cfg: TrainConfig, precision: str | None = None) -> Hardware:
@@ -113,4 +175,5 @@ def resolve_hardware(cfg: TrainConfig, precision: str | None = None) -> Hardware
     used = precision_used(precision or cfg.precision, device)
     if used == "bf16":
         check_precision(used, device.type, bf16_supported(device))
-    return Hardware(device, used)
+    cuda = device.type == "cuda"
+    return Hardware(device, used, cfg.cuda_graphs and cuda, cfg.deterministic and cuda)

@@ -234,33 +234,45 @@ def fit(
     """
     if hardware is None:
         hardware = resolve_hardware(cfg, resume.get("precision") if resume else None)
-    device = hardware.device
-    flush_denormals()  # for this thread at least; see flush_denormals
-    x_train = to_model_input(data.train.images, device)
-    x_test = to_model_input(data.test.images, device)
-    if resume is not None:
-        check_resumable(resume, cfg)
-        att = Attempt(build, resume["seed"], cfg, hardware, on_step)
-        att.restore(resume)
-        restarts = [Restart(**r) for r in resume["restarts"]]
-        history = [EpochResult(**r) for r in resume["history"]]
-        log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
-    else:
-        att, restarts = choose_init(build, x_train, cfg, hardware, on_restart, on_step, log)
-        if att.partial is None:  # the window outlasted the first epoch: train that again
-            att = Attempt(build, att.seed, cfg, hardware, on_step)
-        history = []
+    with hardware.settings():  # on CUDA: deterministic kernels, TF32 off; restored after
+        flush_denormals()  # for this thread at least; see flush_denormals
+        x_train = to_model_input(data.train.images, hardware.device)
+        x_test = to_model_input(data.test.images, hardware.device)
+        if resume is None:
+            att, restarts = choose_init(build, x_train, cfg, hardware, on_restart, on_step, log)
+            if att.partial is None:  # the window outlasted the first epoch: train that again
+                att = Attempt(build, att.seed, cfg, hardware, on_step)
+            history = []
+        else:
+            att, restarts, history = _resumed(build, resume, cfg, hardware, on_step, log)
 
-    def after_epoch(result: EpochResult) -> None:
-        if on_checkpoint is not None:  # before the epoch is recorded: see Checkpoint
-            on_checkpoint(att.state(history, restarts))
-        if on_epoch_end is not None:
-            on_epoch_end(result, att.model)
+        def after_epoch(result: EpochResult) -> None:
+            if on_checkpoint is not None:  # before the epoch is recorded: see Checkpoint
+                on_checkpoint(att.state(history, restarts))
+            if on_epoch_end is not None:
+                on_epoch_end(result, att.model)
 
-    final = _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
-    result = TrainResult(att.model, history, att.seed, restarts)
-    final.finish(att.model, x_train, result)  # check_resumable: the last epoch ran here
-    return result
+        final = _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
+        result = TrainResult(att.model, history, att.seed, restarts)
+        final.finish(att.model, x_train, result)  # check_resumable: the last epoch ran here
+        return result
+
+
+def _resumed(
+    build: Callable[[], nn.Module],
+    resume: Checkpoint,
+    cfg: TrainConfig,
+    hardware: Hardware,
+    on_step: StepCallback | None,
+    log: Callable[[str], None],
+) -> tuple[Attempt, list[Restart], list[EpochResult]]:
+    """The attempt, restarts and epochs a checkpoint holds, to continue from."""
+    check_resumable(resume, cfg)
+    att = Attempt(build, resume["seed"], cfg, hardware, on_step)
+    att.restore(resume)
+    log(f"resuming after epoch {resume['epoch']} (step {att.step}, seed {att.seed})")
+    restarts = [Restart(**r) for r in resume["restarts"]]
+    return att, restarts, [EpochResult(**r) for r in resume["history"]]
 
 
 def check_resumable(checkpoint: Checkpoint, cfg: TrainConfig) -> None:

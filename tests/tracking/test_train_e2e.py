@@ -79,6 +79,10 @@ def test_params_record_the_configuration(trained):
         "device_used": "cpu",
         "precision": "auto",
         "precision_used": auto_precision(torch.device("cpu")),
+        "cuda_graphs": "true",  # as asked: the CPU has none
+        "cuda_graphs_used": "false",
+        "deterministic": "true",
+        "tf32_used": "false",
         "train_limit": "2048",
         "test_limit": "512",
     }
