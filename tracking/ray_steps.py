@@ -122,12 +122,33 @@ def connect(cluster: ClusterConfig) -> None:
         ray.init(address=cluster.address, runtime_env=runtime_env(), **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot join the Ray cluster: {one_line(exc)}") from None
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    check_fits(cluster, nodes)
     resources = ray.cluster_resources()
-    nodes = sum(1 for node in ray.nodes() if node["Alive"])
     print(
-        f"Ray: {nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
-        f"GPUs; each step asks for {cluster.step_cpus:g} CPUs and {cluster.step_gpus:g} GPUs",
+        f"Ray: {len(nodes)} node(s), {resources.get('CPU', 0):g} CPUs, "
+        f"{resources.get('GPU', 0):g} GPUs; each step asks for {cluster.step_cpus:g} CPUs and "
+        f"{cluster.step_gpus:g} GPUs",
         flush=True,
+    )
+
+
+def check_fits(cluster: ClusterConfig, nodes: list[dict[str, float]]) -> None:
+    """ConfigError unless one of the nodes (their resources) has both the CPUs and the GPUs
+    a step asks for: Ray would keep such a task waiting for a node that never comes."""
+    asked = {"CPU": cluster.step_cpus, "GPU": cluster.step_gpus}
+    if any(all(node.get(r, 0) >= n for r, n in asked.items()) for node in nodes):
+        return
+    for resource, n in asked.items():
+        most = max((node.get(resource, 0) for node in nodes), default=0)
+        if n > most:
+            raise ConfigError(
+                f"step_{resource.lower()}s={n:g} is more than any node of the Ray cluster has "
+                f"(at most {most:g} {resource}s a node): lower it, or add such a node"
+            )
+    raise ConfigError(
+        f"no node of the Ray cluster has both step_cpus={asked['CPU']:g} CPUs and "
+        f"step_gpus={asked['GPU']:g} GPUs: lower one of them, or add such a node"
     )
 
 
@@ -136,7 +157,7 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     earlier attempt recorded one). A stop signal ends the run KILLED at the next step."""
     import ray
 
-    from pipeline.training.hardware import require_precision
+    from pipeline.training.hardware import prepare_process, require_precision
     from pipeline.training.tensors import flush_denormals
     from tracking.requests import continue_in_run
 
@@ -144,6 +165,7 @@ def _train_on_worker(job: Job, run_id: str) -> dict[str, object]:
     # workers; this task's run is the one the driver made for it.
     os.environ.pop("MLFLOW_RUN_ID", None)
     flush_denormals()
+    prepare_process()
     require_precision(job.request.train.precision, job.request.train.device)  # this node's
     node = ray.get_runtime_context().get_node_id()
     source_tags = {**job.request.source_tags, names.TAG_RAY_NODE: node}

@@ -180,16 +180,26 @@ def test_stopping_the_driver_cancels_the_tasks_and_ends_their_runs_killed(driver
         p.info["cmdline"] or [])]  # fmt: skip
 
 
-@pytest.mark.parametrize("where", ["local store", "unreachable cluster"])
+@pytest.mark.parametrize(
+    "where", ["local store", "unreachable cluster", "a GPU no node has", "more CPUs than a node"]
+)
 def test_refused_in_under_30_s_with_one_line_and_no_run(driver, mnist_dir, tmp_path, where):
+    """Each node of the test cluster has one CPU and no GPU: a step asking for a GPU, or
+    for two CPUs, would wait for ever; it is refused before any run instead."""
     env = driver.env
     if where == "local store":
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
         args, message = driver.sweep_args(mnist_dir), "backend=ray on the cluster at"
-    else:
+    elif where == "unreachable cluster":
         address = unreachable_address()
         args = driver.sweep_args(mnist_dir, ray_address=address)
         message = f"no Ray cluster answers at {address}"
+    elif where == "a GPU no node has":
+        args = driver.sweep_args(mnist_dir, step_gpus=0.25)
+        message = "step_gpus=0.25 is more than any node of the Ray cluster has (at most 0 GPUs"
+    else:
+        args = driver.sweep_args(mnist_dir, step_cpus=2)
+        message = "step_cpus=2 is more than any node of the Ray cluster has (at most 1 CPUs"
     start = time.monotonic()
     result = driver.cluster.run(cli_command(*args), env=env, cwd=tmp_path, timeout=60)
     assert time.monotonic() - start < 30
