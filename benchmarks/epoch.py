@@ -17,8 +17,13 @@ speed-up over the reference that any float32 implementation could reach here.
     .venv/bin/python -m benchmarks.epoch                # conv d=100 and linear d=10, 3 epochs
     .venv/bin/python -m benchmarks.epoch --epochs 1 --train-limit 2048   # smoke size
     .venv/bin/python -m benchmarks.epoch --precisions fp32   # float32 only
+    .venv/bin/python -m benchmarks.epoch --device cuda       # on the GPU, both sides
 
-bf16 is left out, with a line saying so, where oneDNN has no bfloat16 kernels.
+bf16 is left out, with a line saying so, where the device has no bfloat16 support. With
+`--device cuda` the exercise's loop moves its model to the GPU and each batch with
+`.to("cuda")`, as a user would; the project trains with its CUDA defaults (the step as a
+CUDA graph, deterministic kernels). The floor is left out there: the step is bound by
+kernel launches, not arithmetic (benchmarks.step).
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from torchvision.transforms import ToTensor
 
 from pipeline.config import ConfigError, TrainConfig, check_precision
 from pipeline.training.data import ensure_mnist, limited_size, load_mnist
-from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported
+from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported, prepare_process
 from pipeline.training.models import build_model
 from pipeline.training.tensors import evaluate, flush_denormals, to_model_input
 from pipeline.training.train import fit
 from tracking.host import bf16_support, cpu_model, instruction_set
 
 MODELS = (("conv", 100), ("linear", 10))
+CPU = torch.device("cpu")
 GEMM_SIZE = 2048  # square float32 matrices: large enough for the library's best rate
 
 
@@ -66,7 +72,8 @@ class EpochPermutation(Sampler):
 def reference_worker(conn, kind: str, latent: int, args) -> None:
     """The exercise's loop: DataLoader + ToTensor, default memory format, Adam, MSE."""
     torch.manual_seed(args.seed)  # the same initial weights as the project's side
-    model = build_model(kind, latent)
+    device = torch.device(args.device)
+    model = build_model(kind, latent).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = MNIST(args.data_dir, train=True, download=False, transform=ToTensor())
     if args.train_limit:
@@ -78,6 +85,7 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
         conn.recv()
         start = time.perf_counter()
         for data, _ in loader:
+            data = data.to(device)
             loss = F.mse_loss(model(data), data)
             optimizer.zero_grad()
             loss.backward()
@@ -85,16 +93,17 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
             loss.item()  # the exercise sums loss.item() every step
         conn.send((time.perf_counter() - start, None))  # no evaluation in its epochs
     conn.recv()  # evaluate only when no other side is timing an epoch
-    conn.send(evaluate(model, to_model_input(test.images, torch.device("cpu"))))
+    conn.send(evaluate(model, to_model_input(test.images, device)))
 
 
 def project_worker(conn, kind: str, latent: int, args, precision: str) -> None:
     """The project's own fit(), paused after each epoch until the parent says go; sends
     each epoch's training seconds and its seconds with the epoch's evaluation."""
     flush_denormals()  # as the entry points do, first thing in the process
+    prepare_process()
     limits = (args.train_limit or None, args.test_limit or None)  # 0: the whole split
     data = load_mnist(args.data_dir, *limits, log=lambda _: None)
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device="cpu", precision=precision)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, precision=precision)
 
     def report(result, model) -> None:
         conn.send((len(data.train.images) / result.images_per_second, result.seconds))
@@ -138,25 +147,23 @@ def receive(conn, proc) -> float:
     return conn.recv()
 
 
-def precisions_here(text: str) -> tuple[str, ...]:
-    """The precisions asked for (comma-separated) that this CPU runs; prints why bf16 is
-    left out where it is."""
+def precisions_here(text: str, device: torch.device = CPU) -> tuple[str, ...]:
+    """The precisions asked for (comma-separated) that the device runs; prints why bf16
+    is left out where it is."""
     asked = tuple(dict.fromkeys(p.strip() for p in text.split(",")))
     if unknown := [p for p in asked if p not in FORWARD_PRECISIONS]:
         raise SystemExit(
             f"error: precisions must be among {list(FORWARD_PRECISIONS)} (got {unknown})"
         )
     try:
-        check_precision("bf16" if "bf16" in asked else "fp32", "cpu", bf16_supported(CPU))
+        wanted = "bf16" if "bf16" in asked else "fp32"
+        check_precision(wanted, device.type, bf16_supported(device))
     except ConfigError as exc:
         print(f"bf16 left out: {exc}")
         asked = tuple(p for p in asked if p != "bf16")
     if not asked:
         raise SystemExit("error: no precision left to measure")
     return asked
-
-
-CPU = torch.device("cpu")
 
 
 def compare(kind: str, latent: int, args, precisions: tuple[str, ...]) -> dict:
@@ -235,17 +242,25 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "error: --device cuda: torch finds no CUDA device here\n")
     ensure_mnist(args.data_dir, log=lambda _: None)
+    gpu = f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""
     print(
-        f"host: {cpu_model()}, {instruction_set()}, {bf16_support()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs"
+        f"host: {cpu_model()}, {instruction_set()}, {bf16_support()}{gpu}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, "
+        f"device {args.device}"
     )
-    precisions = precisions_here(args.precisions)
+    precisions = precisions_here(args.precisions, torch.device(args.device))
     n_train = limited_size("train", args.train_limit)
     for kind, latent in MODELS:
         print(f"\n{kind} d={latent}")
         out = compare(kind, latent, args, precisions)
+        if args.device == "cuda":
+            print_sides(out, args.epochs)
+            continue
         rate = gemm_rate()  # right after the epochs, on the machine as it was for them
         ref = print_sides(out, args.epochs)["reference"]
         flops = flops_per_image(kind, latent)

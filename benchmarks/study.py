@@ -31,7 +31,7 @@ import psutil
 from mlflow import MlflowClient
 
 from tracking import names
-from tracking.host import instruction_set
+from tracking.host import describe, instruction_set
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +103,14 @@ def study_runs(client: MlflowClient, role: str, **kwargs) -> list:
     return client.search_runs([experiment], f"tags.{names.TAG_ROLE} = '{role}'", **kwargs)
 
 
+def sweep_figures(store: str) -> tuple[float, str]:
+    """The sweep's own seconds (its steps, from the first start to the last end, without
+    the comparison) and its host in words, from the sweep run."""
+    client = MlflowClient(store)
+    (sweep,) = study_runs(client, names.ROLE_SWEEP, max_results=1)
+    return sweep.data.metrics.get(names.SWEEP_SECONDS, float("nan")), describe(sweep.data.tags)
+
+
 def overhead(store: str) -> list[tuple[str, float, float]]:
     """(run name, tracking seconds, training seconds) of every training run."""
     client = MlflowClient(store)
@@ -165,10 +173,12 @@ def main() -> None:
         store = f"sqlite:///{tmp}/mlflow.db"
         rows = overhead(store)
         runs, report = results(store, tmp) if code == 0 else (None, None)
+        sweep_seconds, host = sweep_figures(store) if code == 0 else (float("nan"), "?")
     print(
         f"\nmain job: exit {code}, wall time {wall:.0f} s ({wall / 60:.1f} min), "
         f"peak memory (PSS) of the process tree {peak / 2**30:.2f} GiB"
     )
+    print(f"  sweep (training steps, without the comparison): {sweep_seconds:.1f} s on {host}")
     tracked = sum(r[1] for r in rows)
     trained = sum(r[2] for r in rows)
     for name, t, e in rows:

@@ -86,6 +86,30 @@ def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
     assert "host: " in out and "highest epoch-1 test MSE of any run:" in out
     for config in ("conv-d3", "linear-d10"):  # the results, per configuration
         assert any(line.split()[:3] == [config, "test", "MSE"] for line in out.splitlines())
+    (sweep,) = [line for line in out.splitlines() if "sweep (training steps" in line]
+    assert 0 < float(sweep.split(": ")[1].split()[0]) < wall
+    assert f"on {cpu_model()}, " in sweep and "no GPU" in sweep
+
+
+def test_repeat_benchmark_trains_the_same_study_twice_and_finds_the_same_bits(tmp_path):
+    params = ["latent_dims=3", "epochs=1", "train_limit=1024", "test_limit=256"]
+    out = run_benchmark("repeat", *(a for p in params for a in ("-P", p)), cwd=tmp_path)
+    rows = [line.split() for line in out.splitlines() if line.split()[1:3] == ["seed", "0:"]]
+    assert sorted(row[0] for row in rows) == ["conv-d3", "linear-d10"]
+    assert all(row[3] == row[4] and row[-1] == "same" for row in rows), rows  # the CPU's bits
+    assert "the same seed gave the same final test MSE at every run: yes" in out
+    assert out.count("main job ") == 2 and len(out.split("  sweep ")) == 3
+
+
+def test_step_benchmark_times_the_eager_step_where_there_are_no_graphs(tmp_path):
+    args = ("--device", "cpu", "--batches", "32,64", "--warmup", "1", "--repeats", "3")
+    out = run_benchmark("step", *args, cwd=tmp_path)
+    assert out.startswith(f"device: {cpu_model()}, ") and "no CUDA here: eager rows only" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["fp32"], ["bf16"])]
+    assert {(row[0], row[1], row[2]) for row in rows} == {
+        (p, b, "eager") for p in here() for b in ("32", "64")
+    }
+    assert all(row[3] == "deterministic" and float(row[-1]) > 0 for row in rows)
 
 
 def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mnist_dir):
