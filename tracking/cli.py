@@ -293,10 +293,12 @@ def _work(work: Callable[[], object]) -> int:
         WorkError,
         choose_experiment,
         guard_killed_status,
+        install_signal_handlers,
     )
 
     flush_denormals()  # before torch starts its worker threads
-    prepare_process()  # before any CUDA work    install_signal_handlers()
+    prepare_process()  # before any CUDA work
+    install_signal_handlers()
     pending_run = os.environ.get("MLFLOW_RUN_ID")  # start_run removes it
     try:
         choose_experiment()
