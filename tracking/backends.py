@@ -2,13 +2,15 @@
 step to a backend as a Job and waits for steps to end, whatever the backend.
 
 - InProcess: each step in the sweep's own process, one after the other (the default).
-- Processes: each step its own `mlflow run` process, `parallel` at a time (tracking.launch).
+- Processes: each step its own training process, `parallel` at a time (tracking.launch).
 - RaySteps (tracking.ray_steps): each step a task on a Ray cluster.
 
 Wherever it runs, a step is trained by tracking.steps.train_step.
 """
 
 from __future__ import annotations
+
+import mlflow
 
 from pipeline.config import ClusterConfig, one_line
 from tracking import launch
@@ -43,20 +45,24 @@ class InProcess:
 
 
 class Processes:
-    """Each step its own `mlflow run` process in the sweep's experiment, `parallel` at a
-    time; a stop signal is passed on to them."""
+    """Each step its own training process (tracking.launch), in a child run of the sweep,
+    `parallel` at a time; a stop signal is passed on to them."""
 
-    def __init__(self, parallel: int, experiment_id: str) -> None:
-        self.parallel, self.experiment_id = parallel, experiment_id
+    def __init__(self, parallel: int, parent_run_id: str, experiment_id: str) -> None:
+        self.parallel, self.parent_run_id, self.experiment_id = (
+            parallel,
+            parent_run_id,
+            experiment_id,
+        )
+        self.tracking_uri = mlflow.get_tracking_uri()
         self.running: list[launch.Launched] = []
 
     def room(self) -> bool:
         return len(self.running) < self.parallel
 
     def start(self, job: Job) -> None:
-        self.running.append(
-            launch.launch(job.entry_point, job.params, self.experiment_id, job.label)
-        )
+        started = launch.launch(job, self.experiment_id, self.parent_run_id, self.tracking_uri)
+        self.running.append(started)
 
     def busy(self) -> bool:
         return bool(self.running)
@@ -82,5 +88,5 @@ def make_backend(
 
         return RaySteps(cluster, parent_run_id, experiment_id)
     if parallel > 1:
-        return Processes(parallel, experiment_id)
+        return Processes(parallel, parent_run_id, experiment_id)
     return InProcess()

@@ -23,7 +23,6 @@ from dataclasses import replace
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import ClusterConfig, ConfigError, one_line
 from tracking import launch, names, runs
@@ -198,10 +197,8 @@ class RaySteps:
         return bool(self.running)
 
     def start(self, job: Job) -> None:
-        # The tags mlflow.start_run gives a run made here (user, source), then the step's.
-        tags = resolve_tags({names.TAG_PARENT_RUN: self.parent_run_id, **job.request.source_tags})
-        run = MlflowClient().create_run(self.experiment_id, run_name=job.label, tags=tags)
-        run_id = run.info.run_id
+        source = job.request.source_tags
+        run_id = runs.create_child_run(self.experiment_id, self.parent_run_id, job.label, source)
         ref = self.task.options(name=f"train {job.label}", **self.options).remote(job, run_id)
         self.running[ref] = (job.label, run_id, time.perf_counter())
         print(f"{job.label}: submitted to Ray as run {run_id}", flush=True)

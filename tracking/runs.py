@@ -22,6 +22,7 @@ from mlflow.environment_variables import (
     MLFLOW_RUN_ID,
 )
 from mlflow.exceptions import MlflowException
+from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import one_line
 from tracking import names
@@ -225,18 +226,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def fail_unstarted(experiment_id: str, entry_point: str, since_ms: int, exc: Exception) -> None:
-    """End FAILED the run that `mlflow.projects.run` made (since since_ms) for an entry
-    point of the active run before its process failed to start."""
-    parent = mlflow.active_run().info.run_id
-    found = MlflowClient().search_runs(
-        [experiment_id],
-        f"attributes.status = 'RUNNING' and attributes.start_time >= {since_ms} "
-        f"and tags.`{names.TAG_PARENT_RUN}` = '{parent}' "
-        f"and tags.`{names.TAG_ENTRY_POINT}` = '{entry_point}'",
-    )
-    for run in found:
-        end_if_running(run.info.run_id, "FAILED", f"its process did not start: {one_line(exc)}")
+def create_child_run(
+    experiment_id: str, parent_run_id: str, name: str, tags: dict[str, str]
+) -> str:
+    """A RUNNING child run of the parent, made here for a step that trains elsewhere (its
+    own process, a Ray task), with the tags start_run gives a run (user, source) under
+    `tags`. Returns its id."""
+    tags = resolve_tags({names.TAG_PARENT_RUN: parent_run_id, **tags})
+    return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
 EXPERIMENT_DESCRIPTION = f"""How an autoencoder's latent size trades compression for \

@@ -2,11 +2,11 @@
 one parent run, then the `compare` entry point on them.
 
 Where the steps run is the backend's business (tracking.backends): by default each in the
-sweep's own process, one after the other; with parallel > 1 each its own `mlflow run`
-process; with backend=ray each a task on a Ray cluster (tracking.ray_steps). Either way a
-step's run gets the tags and parameters that `mlflow run -e train` would give it (source,
-git commit, entry point), and is rerun by that command. The comparison runs in the
-sweep's process.
+sweep's own process, one after the other; with parallel > 1 each its own training process
+(tracking.launch); with backend=ray each a task on a Ray cluster (tracking.ray_steps).
+Either way a step's run gets the tags and parameters that `mlflow run -e train` would give
+it (source, git commit, entry point), and is rerun by that command. The comparison runs
+in the sweep's process.
 
 A sweep is idempotent: a step whose configuration already has a FINISHED run (same entry
 point, same parameters as MLflow stores them, same dataset digest, same code version) is
@@ -211,7 +211,6 @@ def _begin(request: SweepRequest) -> list[Step]:
     with runs.interruptible():
         ensure_mnist(request.data.data_dir)  # fetch once, before the children start
     launch.share_cores(sweep.parallel)
-    launch.own_environment()
     return steps
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 
 from tests.tracking.conftest import BIN, Store, cli_command, cli_flags, small_args
@@ -132,11 +133,45 @@ def test_parallel_steps_log_every_epoch_exactly_once(store, mnist_dir):
     ]
     starts, ends = [r.info.start_time for r in runs], [r.info.end_time for r in runs]
     assert max(starts) < min(ends)  # all four were training at once
+    sweep = newest_sweep(store)  # each step's run as `mlflow run -e train` would record it
+    source = {k: v for k, v in sweep.data.tags.items() if k.startswith("mlflow.source.")}
     for run in runs:
         assert run.info.status == "FINISHED"
+        assert source.items() <= run.data.tags.items()
+        assert run.data.tags[names.TAG_PARENT_RUN] == sweep.info.run_id
+        kind = run.data.params["model_kind"]
+        assert run.data.tags[names.TAG_ENTRY_POINT] == names.TRAIN_ENTRY_POINTS[kind]
         for key in names.EPOCH_METRICS:
             history = store.client.get_metric_history(run.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+
+
+def test_stopping_a_parallel_sweep_ends_every_running_step_killed(store, mnist_dir):
+    """Its steps are processes of their own: the sweep's SIGTERM reaches each (its process
+    group), each ends its run KILLED, and none is left running."""
+    args = cli_flags(small_args(mnist_dir, epochs=100, latent_dims="3,10"))
+    proc = store.popen(cli_command("sweep", *args, "--parallel", "2"))
+    try:
+        for name in ("conv-d3-s0", "conv-d10-s0"):
+            wait_for_run(store, name)
+        deadline = time.time() + 300  # both step processes in training, signals handled
+        while time.time() < deadline and not all(
+            store.client.get_metric_history(r.info.run_id, names.TEST_MSE)
+            for r in training_runs(store)
+        ):
+            time.sleep(0.5)
+        steps = psutil.Process(proc.pid).children()
+        assert len(steps) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert {r.info.run_name: r.info.status for r in training_runs(store)} == {
+        "conv-d3-s0": "KILLED",
+        "conv-d10-s0": "KILLED",
+    }
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in steps)
 
 
 def test_a_failing_step_ends_its_run_failed_and_the_sweep_goes_on(store, mnist_dir):
