@@ -25,7 +25,7 @@ PIXELS = 28 * 28
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
-(pipeline.training.train.RESTART_STRIDE), so that no restart lands on another run's seed."""
+(pipeline.training.restarts.RESTART_STRIDE), so that no restart lands on another run's seed."""
 DEFAULT_MARGIN = round(10 ** (1 / 10) - 1, 4)
 """Default of the recommendation's margin, 0.2589: an MSE that much above the best is
 1 dB of PSNR, about the smallest difference one sees between two reconstructions side by

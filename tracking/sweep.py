@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import mlflow
+import torch
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils import mlflow_tags
@@ -101,8 +102,11 @@ class SweepRequest:
     def reuse_parameters(self, step: Step) -> dict[str, str]:
         """What a FINISHED run must have logged to be taken over for the step: the step's
         parameters, and the precision they resolve to on this machine (precision=auto
-        trains in bf16 on a CPU with AMX: such a run is never taken for an fp32 step)."""
-        used = precision_used(self.train.precision, resolve_device(self.train.device))
+        trains in bf16 on a CPU with AMX: such a run is never taken for an fp32 step). A
+        Ray driver without the steps' GPU resolves device=cuda as the nodes do."""
+        device = self.train.device
+        here = torch.device(device) if device != "auto" else resolve_device(device)
+        used = precision_used(self.train.precision, here)
         return {**self.step_parameters(step), names.PARAM_PRECISION_USED: used}
 
 

@@ -23,9 +23,8 @@ StepCallback = Callable[[], None]
 Checkpoint = dict
 """Everything needed to continue training exactly where it stopped: model, optimiser and
 batch-order state, the step, the seed kept, the precision trained in, and the epochs and
-restarts so far. Plain
-tensors, numbers and lists, so that ``torch.load(..., weights_only=True)`` reads it
-without unpickling code."""
+restarts so far. Plain tensors, numbers and lists, so that ``torch.load(...,
+weights_only=True)`` reads it without unpickling code."""
 
 
 class NonFiniteLossError(TrainingFailed):

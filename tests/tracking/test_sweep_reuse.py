@@ -80,3 +80,10 @@ def test_an_auto_run_is_reused_only_where_auto_trains_in_the_precision_it_used(
 def test_a_sweep_passes_its_precision_to_every_step():
     sweep = replace(request("bf16"), sweep=SweepConfig(latent_dims=(3, 10), seeds=(0, 1)))
     assert {sweep.step_parameters(s)["precision"] for s in sweep.steps()} == {"bf16"}
+
+
+def test_a_ray_driver_without_the_steps_gpu_still_knows_their_precision():
+    """device=cuda with backend=ray runs on GPU nodes; the driver may have no CUDA, and
+    auto is fp32 on CUDA."""
+    sweep = SweepRequest(SweepConfig(latent_dims=(3,)), DATA, TrainConfig(device="cuda"))
+    assert sweep.reuse_parameters(sweep.steps()[0])["precision_used"] == "fp32"
