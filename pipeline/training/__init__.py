@@ -1,3 +1,3 @@
-"""Training: MNIST on disk (data), the models, tensors and devices, the loop (train), one
-initialisation stepped and checkpointed (attempt), picking a healthy one (restarts, health).
+"""Training: MNIST on disk (data), the models, how and where to train (hardware), tensors,
+the loop (train), one initialisation stepped (attempt, graphs) and picked (restarts, health).
 Imports only pipeline.config beside itself: never pipeline.analysis, never a tracker."""
