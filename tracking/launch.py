@@ -100,7 +100,7 @@ def stop_all(running: list[Launched]) -> None:
 
 def settle(launched: Launched, returncode: int) -> bool:
     """Whether an exited step's run FINISHED (runs.end_exited decides); says so when its
-    `mlflow run` exited non-zero all the same."""
+    process exited non-zero all the same."""
     status = runs.end_exited(launched.run_id, returncode)
     if status == "FINISHED" and returncode != 0:
         print(
