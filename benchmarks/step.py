@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.training import hardware
 from pipeline.training.attempt import Attempt
 from pipeline.training.hardware import (
     FORWARD_PRECISIONS,
@@ -96,8 +95,7 @@ def rows_for(device: torch.device, precisions: list[str], batches: list[int]) ->
 
 
 def measure(row: Row, device: torch.device, args) -> float:
-    hardware.CUDA_TF32 = row.tf32  # read by Hardware.tf32 when its settings apply
-    hw = Hardware(device, row.precision, row.graphed, row.deterministic)
+    hw = Hardware(device, row.precision, row.graphed, row.deterministic, row.tf32)
     return step_seconds(hw, row.batch, args.warmup, args.repeats)
 
 

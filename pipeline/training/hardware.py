@@ -116,11 +116,8 @@ class Hardware:
     """Full batches replay one captured step (pipeline.training.graphs); only on CUDA."""
     deterministic: bool = False
     """Deterministic CUDA kernels (settings()); the CPU's are deterministic anyway."""
-
-    @property
-    def tf32(self) -> bool:
-        """Whether float32 convolutions and matrix multiplies run in TF32 (CUDA_TF32)."""
-        return self.device.type == "cuda" and CUDA_TF32
+    tf32: bool = False
+    """float32 convolutions and matrix multiplies in TF32 (CUDA_TF32); only on CUDA."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of a training forward: bfloat16 autocast for bf16 (matrix
@@ -176,4 +173,6 @@ def resolve_hardware(cfg: TrainConfig, precision: str | None = None) -> Hardware
     if used == "bf16":
         check_precision(used, device.type, bf16_supported(device))
     cuda = device.type == "cuda"
-    return Hardware(device, used, cfg.cuda_graphs and cuda, cfg.deterministic and cuda)
+    return Hardware(
+        device, used, cfg.cuda_graphs and cuda, cfg.deterministic and cuda, CUDA_TF32 and cuda
+    )
