@@ -23,6 +23,12 @@ DEFAULT_LATENT = {"conv": 100, "linear": 10}
 PIXELS = 28 * 28
 """Of an MNIST image; also the largest latent size: a bigger code compresses nothing."""
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+MAX_IMAGES = 10_000_000
+"""The most images a split's limit may name; a limit over a split's size keeps it whole."""
+DEFAULT_DATASET = "mnist"
+CHANNELS = (1, 3)
+MAX_IMAGE_SIZE = 512
+"""The largest image_size: the conv model's flatten layer grows with its square."""
 MAX_SEED = 10_000
 """Seeds are under this; restart k of seed s uses seed s + k * MAX_SEED
 (pipeline.training.restarts.RESTART_STRIDE), so that no restart lands on another run's seed."""
@@ -219,26 +225,44 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str = option("./data", "folder holding (or receiving) MNIST under MNIST/raw")
+    dataset: str = option(
+        DEFAULT_DATASET,
+        "mnist, fashion-mnist, kmnist, cifar10, or a folder of images (a path: class "
+        "subfolders are labels, train/ and test/ subfolders the split)",
+    )
+    data_dir: str = option(
+        "./data", "folder holding (or receiving) the datasets' files and decoded folders"
+    )
     train_limit: int | None = option(
-        None,
-        "use the first N training images",
-        within=Range(1, SPLIT_SIZES["train"], zero="all images"),
+        None, "use the first N training images", within=Range(1, MAX_IMAGES, zero="all images")
     )
     test_limit: int | None = option(
-        None, "use the first N test images", within=Range(1, SPLIT_SIZES["test"], zero="all images")
+        None, "use the first N test images", within=Range(1, MAX_IMAGES, zero="all images")
+    )
+    image_size: int | None = option(
+        None,
+        "a folder's images resized to this height and width",
+        within=Range(8, MAX_IMAGE_SIZE, zero="their own size (all must share it)"),
+    )
+    channels: int | None = option(
+        None,
+        "a folder's images as 1 (greyscale) or 3 (RGB) channels",
+        within=Range(1, 3, zero="1 where every image is greyscale, else 3"),
     )
 
     def __post_init__(self) -> None:
         _require(bool(self.data_dir), "data_dir", "a folder path", self.data_dir)
+        _require(bool(self.dataset.strip()), "dataset", "a dataset name or a folder", self.dataset)
         _check_ranges(self)
+        if self.channels is not None:
+            _require(self.channels in CHANNELS, "channels", "1 or 3, or 0", self.channels)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(10, "full passes over the training set", within=Range(1, 1000))
     lr: float = option(1e-3, "Adam learning rate", within=Range(0, 10, real=True, low_open=True))
-    batch_size: int = option(128, "training mini-batch size", within=Range(1, SPLIT_SIZES["train"]))
+    batch_size: int = option(128, "training mini-batch size", within=Range(1, MAX_IMAGES))
     seed: int = option(
         0,
         f"seed of the first initialisation and of the batch order; restart k uses "
