@@ -114,7 +114,13 @@ def param_name(f: Field) -> str:
     return f.metadata.get("param") or f.name
 
 
-KINDS = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false"}
+KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "text",
+    "bool": "true or false",
+    "tuple[str, ...]": "a comma-separated list of dataset names or folders",
+}
 
 
 def allowed(f: Field) -> str:
@@ -156,6 +162,14 @@ def _flag(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names or paths ("mnist,fashion-mnist"); none empty."""
+    parts = tuple(p.strip() for p in text.split(","))
+    if not all(parts):
+        raise ValueError(text)
+    return parts
+
+
 def _integers(text: str) -> tuple[int, ...]:
     """A comma-separated list of whole numbers ("3,10,100"); the field checks the rest."""
     parts = [p.strip() for p in text.split(",")]
@@ -172,6 +186,7 @@ PARSERS = {
     "bool": _flag,
     "int | None": lambda text: int(text) or None,  # 0: all images
     "tuple[int, ...]": _integers,
+    "tuple[str, ...]": _names,
 }
 
 
@@ -206,7 +221,9 @@ def _check_ranges(config: object) -> None:
         _require(ok, param_name(f), allowed(f), to_param(value))
 
 
-LATENT = Range(1, PIXELS)
+LATENT = Range(1, 3 * MAX_IMAGE_SIZE**2)
+"""Up to the largest image's C*H*W; a code bigger than the data's own C*H*W compresses
+nothing and is refused once the data is known (the command line checks it)."""
 
 
 @dataclass(frozen=True)
@@ -225,13 +242,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    data_dir: str = option(
+        "./data", "folder holding (or receiving) the datasets' files and decoded folders"
+    )
     dataset: str = option(
         DEFAULT_DATASET,
         "mnist, fashion-mnist, kmnist, cifar10, or a folder of images (a path: class "
         "subfolders are labels, train/ and test/ subfolders the split)",
-    )
-    data_dir: str = option(
-        "./data", "folder holding (or receiving) the datasets' files and decoded folders"
     )
     train_limit: int | None = option(
         None, "use the first N training images", within=Range(1, MAX_IMAGES, zero="all images")
@@ -255,7 +272,7 @@ class DataConfig:
         _require(bool(self.dataset.strip()), "dataset", "a dataset name or a folder", self.dataset)
         _check_ranges(self)
         if self.channels is not None:
-            _require(self.channels in CHANNELS, "channels", "1 or 3, or 0", self.channels)
+            _require(self.channels in CHANNELS, "channels", "1 or 3, or 0 for auto", self.channels)
 
 
 @dataclass(frozen=True)
@@ -316,6 +333,11 @@ def check_precision(precision: str, device_type: str, bf16_supported: bool) -> N
 
 @dataclass(frozen=True)
 class SweepConfig:
+    datasets: tuple[str, ...] = option(
+        (DEFAULT_DATASET,),
+        "datasets to study, each a name or a folder (see dataset), e.g. mnist,fashion-mnist: "
+        "every configuration and seed on each",
+    )
     latent_dims: tuple[int, ...] = option(
         (3, 10, 100, 250), "the conv models' latent sizes, e.g. 3,10,100,250", within=LATENT
     )
@@ -332,7 +354,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _check_ranges(self)
-        for name in ("latent_dims", "seeds"):
+        for name in ("datasets", "latent_dims", "seeds"):
             values = getattr(self, name)
             if repeated := sorted({v for v in values if values.count(v) > 1}):
                 raise ConfigError(

@@ -44,6 +44,7 @@ PARAM_TF32_USED = "tf32_used"  # float32 convolutions and matmuls in TF32 (CUDA 
 
 # Tags.
 TAG_KIND = "model_kind"
+TAG_DATASET = "dataset"  # the dataset's name (a folder's, made a valid name): the UI groups by it
 TAG_LATENT = "latent_dim"
 TAG_CODE_VERSION = "code_version"
 TAG_INIT_SEED = "init_seed"  # the seed whose initialisation was kept after any restarts
@@ -92,9 +93,10 @@ RECONSTRUCTION_FILE = "reconstructions.png"  # final epoch's image
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "checkpoint.pt"
 
-# Registry: one registered model; an alias per configuration and one for the pick.
+# Registry: a registered model per dataset; an alias per configuration and one for the pick.
 DEFAULT_REGISTERED_MODEL = "mnist-autoencoder"
 CHAMPION_ALIAS = "champion"
+DEFAULT_DATASET = "mnist"  # whose runs keep their names without the dataset's
 
 
 # MLproject's entry point that trains each model kind.
@@ -106,10 +108,16 @@ def config_name(kind: str, latent_dim: int) -> str:
     return f"{kind}-d{latent_dim}"
 
 
-def run_name(kind: str, latent_dim: int, seed: int) -> str:
-    """The run name and registry alias of a configuration trained from a seed, e.g.
-    "conv-d100-s1"."""
-    return f"{config_name(kind, latent_dim)}-s{seed}"
+def run_name(kind: str, latent_dim: int, seed: int, dataset: str = DEFAULT_DATASET) -> str:
+    """The run name and registry alias of a configuration trained from a seed on a
+    dataset, e.g. "conv-d100-s1" (MNIST's, as ever) or "fashion-mnist-conv-d100-s1"."""
+    name = f"{config_name(kind, latent_dim)}-s{seed}"
+    return name if dataset == DEFAULT_DATASET else f"{dataset}-{name}"
+
+
+def registered_model_for(dataset: str) -> str:
+    """A dataset's registered model unless one is named: "<dataset>-autoencoder"."""
+    return f"{dataset}-autoencoder"
 
 
 def dated_run_name(prefix: str) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 EVAL_BATCH = 1000
-PIXEL_MAX = 255.0  # MNIST's uint8 white
+PIXEL_MAX = 255.0  # uint8 white
 
 
 def flush_denormals() -> None:
@@ -35,8 +35,8 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1] on device, channels_last."""
-    x = to_unit(images.to(device, non_blocking=True).unsqueeze(1))
+    """uint8 (n, C, H, W) -> float (n, C, H, W) in [0, 1] on device, channels_last."""
+    x = to_unit(images.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -87,8 +87,9 @@ def evaluate(
 
 @torch.inference_mode()
 def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Reconstructions of uint8 images (n, 28, 28) as float (n, 28, 28) in [0, 1] on the CPU."""
+    """Reconstructions of uint8 images (n, C, H, W) as float (n, C, H, W) in [0, 1] on the
+    CPU."""
     model.eval()
     device = next(model.parameters()).device
     with float32(device):
-        return model(to_model_input(images, device)).squeeze(1).float().cpu()
+        return model(to_model_input(images, device)).float().cpu()

@@ -30,7 +30,7 @@ from pipeline.training.attempt import (
     StepCallback,
     check_finite,
 )
-from pipeline.training.data import Mnist
+from pipeline.training.datasets import ImageData
 from pipeline.training.hardware import Hardware, resolve_hardware
 from pipeline.training.health import PROBE_SIZE, has_diverged, is_constant, look
 from pipeline.training.restarts import (
@@ -212,7 +212,7 @@ def _run_epochs(
 
 def fit(
     build: Callable[[], nn.Module],
-    data: Mnist,
+    data: ImageData,
     cfg: TrainConfig,
     on_epoch_end: EpochCallback | None = None,
     on_restart: RestartCallback | None = None,
