@@ -9,6 +9,7 @@ before any run is created or any data is touched.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -52,17 +53,29 @@ when it registers, after training (tests/tracking/test_cli.py compares the two r
 @dataclass(frozen=True)
 class Registry:
     registered_model: str = option(
-        names.DEFAULT_REGISTERED_MODEL,
-        "registered model: a version and alias per training run, the champion alias",
+        "",
+        "registered model: a version and alias per training run, the champion alias (empty: "
+        "each dataset's own, <dataset>-autoencoder)",
     )
 
     def __post_init__(self) -> None:
-        name = self.registered_model
-        if not name.strip() or set(name) & set(NOT_IN_NAMES) or name == "." or name[:2] == "..":
-            raise ConfigError(
-                f"registered_model must be a name without any of {' '.join(NOT_IN_NAMES)}, "
-                f"neither . nor starting with .. (got {name!r})"
-            )
+        if self.registered_model:
+            check_model_name(self.registered_model)
+
+    def for_dataset(self, dataset: str) -> str:
+        """The registered model of a dataset's runs: the one named, else the dataset's own."""
+        name = self.registered_model or names.registered_model_for(dataset)
+        check_model_name(name)
+        return name
+
+
+def check_model_name(name: str) -> None:
+    """ConfigError unless MLflow's registry takes `name` (NOT_IN_NAMES)."""
+    if not name.strip() or set(name) & set(NOT_IN_NAMES) or name == "." or name[:2] == "..":
+        raise ConfigError(
+            f"registered_model must be a name without any of {' '.join(NOT_IN_NAMES)}, "
+            f"neither . nor starting with .. (got {name!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,25 @@ def _check_machine(train: TrainConfig, data: DataConfig) -> None:
     check_writable(data.data_dir)
 
 
+def _check_data(data: DataConfig, model: ModelConfig | None = None):
+    """The dataset's source (pipeline.training.datasets.resolve), or ConfigError saying why
+    it cannot be used: unknown, a folder that cannot be read, a model's code larger than
+    the images."""
+    from pipeline.training import datasets
+
+    try:
+        source = datasets.resolve(data)
+    except datasets.DataError as exc:
+        raise ConfigError(str(exc)) from None
+    pixels = math.prod(source.shape)
+    if model is not None and model.latent_dim > pixels:
+        raise ConfigError(
+            f"latent_dim must be at most {pixels}, the C*H*W of {source.name}'s images "
+            f"(got {model.latent_dim}): a larger code compresses nothing"
+        )
+    return source
+
+
 def _check_precision(train: TrainConfig) -> None:
     """ConfigError if train asks for bf16 on a device where torch reports none."""
     if train.precision == "bf16":  # torch only then: a refusal of fp32 input stays quick
@@ -119,22 +151,35 @@ def _train(c: Configs) -> Callable[[], object]:
         from tracking.requests import prepare_resume
         from tracking.training import train_tracked
 
-        request = prepare_resume(resume_id)
+        _same_data(c[DataConfig], resume_id)
+        request = prepare_resume(resume_id)  # ConfigError where its data changed
         _check_machine(request.train, request.data)  # its own device and data dir
         request.hardware()  # ConfigError where this machine lacks the precision it began in
         return lambda: train_tracked(request)
     _check_machine(c[TrainConfig], c[DataConfig])
+    source = _check_data(c[DataConfig], c[ModelConfig])
+    registered = c[Registry].for_dataset(source.name)
 
     def work() -> object:
         from tracking.requests import TrainingRequest
         from tracking.training import train_tracked
 
-        registered = c[Registry].registered_model
-        return train_tracked(
-            TrainingRequest(c[ModelConfig], c[DataConfig], c[TrainConfig], registered)
-        )
+        model, data, train = c[ModelConfig], c[DataConfig], c[TrainConfig]
+        return train_tracked(TrainingRequest(model, data, train, registered, source.name))
 
     return work
+
+
+def _same_data(asked: DataConfig, resume_id: str) -> None:
+    """ConfigError where a resume is asked for with a dataset, image size or channels
+    other than the defaults: a run continues on its own data, never on another."""
+    default = DataConfig(data_dir=asked.data_dir)
+    fields_ = ("dataset", "image_size", "channels")
+    if any(getattr(asked, f) != getattr(default, f) for f in fields_):
+        raise ConfigError(
+            f"resume_run_id continues run {resume_id} on its own dataset and image shape: "
+            "leave dataset, image_size and channels at their defaults"
+        )
 
 
 def _check_cluster(cluster: ClusterConfig, train: TrainConfig, data: DataConfig) -> None:
@@ -145,24 +190,49 @@ def _check_cluster(cluster: ClusterConfig, train: TrainConfig, data: DataConfig)
         return
     if train.device == "cuda" and not cluster.step_gpus:
         raise ConfigError("device=cuda with backend=ray needs step_gpus > 0")
-    check_writable(data.data_dir)  # the comparison reads MNIST on this machine
+    check_writable(data.data_dir)  # the comparison reads the data on this machine
     from tracking.ray_steps import connect
 
     connect(cluster)
 
 
 def _sweep(c: Configs) -> Callable[[], object]:
-    sweep, cluster = c[SweepConfig], c[ClusterConfig]
+    sweep, cluster, registry = c[SweepConfig], c[ClusterConfig], c[Registry]
     train = replace(c[TrainConfig], seed=sweep.seeds[0])
+    if registry.registered_model and len(sweep.datasets) > 1:
+        raise ConfigError(
+            "registered_model names one registered model: with several datasets leave it "
+            "empty, and each dataset's runs go to <dataset>-autoencoder"
+        )
+    sources = _sweep_sources(sweep, c[DataConfig])
+    for source in sources.values():
+        registry.for_dataset(source.name)
     _check_cluster(cluster, train, c[DataConfig])
 
     def work() -> object:
         from tracking.sweep import SweepRequest, run_sweep
 
-        registered = c[Registry].registered_model
-        return run_sweep(SweepRequest(sweep, c[DataConfig], train, registered, cluster))
+        request = SweepRequest(sweep, c[DataConfig], train, registry.registered_model, cluster)
+        return run_sweep(request, sources)
 
     return work
+
+
+def _sweep_sources(sweep: SweepConfig, data: DataConfig) -> dict:
+    """Each dataset's source (image_size and channels apply to the folders among them),
+    every configuration checked against it; ConfigError for the first that fails."""
+    from tracking.sweep import data_for
+
+    models = [ModelConfig("conv", d) for d in sweep.latent_dims]
+    models.append(ModelConfig("linear", sweep.linear_dim))
+    sources = {}
+    for dataset in sweep.datasets:
+        biggest = max(models, key=lambda m: m.latent_dim)
+        sources[dataset] = _check_data(data_for(data, dataset), biggest)
+    names_ = [s.name for s in sources.values()]
+    if len(set(names_)) < len(names_):
+        raise ConfigError(f"datasets must name different data (their names: {', '.join(names_)})")
+    return sources
 
 
 def _compare(c: Configs) -> Callable[[], object]:
@@ -173,7 +243,8 @@ def _compare(c: Configs) -> Callable[[], object]:
 
     runs = find_runs(selection.parent, selection.all_finished)  # none to compare: bad input
     try:
-        require_registered_model(registered)  # where the champion alias goes
+        if registered:  # empty: each dataset's own, from its runs (tracking.compare)
+            require_registered_model(registered)  # where the champion alias goes
     except RegistryError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -204,7 +275,7 @@ COMMANDS = {
         "train every latent size and the linear baseline from every seed, then compare",
         (SweepConfig, ClusterConfig, TrainConfig, DataConfig, Registry),
         _sweep,
-        skip=("seed",),
+        skip=("seed", "dataset"),
     ),
     "compare": Command(
         "compare finished training runs; move the champion alias to the pick",

@@ -76,8 +76,8 @@ class Registered:
     """The alias's models:/ URI."""
 
 
-REGISTERED_MODEL_DESCRIPTION = f"""The autoencoders of the latent-size study on MNIST \
-(conv, and the linear baseline), one version per training run.
+REGISTERED_MODEL_DESCRIPTION = f"""The autoencoders of the latent-size study on one \
+dataset (conv, and the linear baseline), one version per training run.
 
 - Each training run's model: `models:/NAME@conv-d100-s0` (configuration and seed).
 - The comparison's pick: `models:/NAME@{names.CHAMPION_ALIAS}`.

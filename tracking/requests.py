@@ -39,6 +39,8 @@ class TrainingRequest:
     data: DataConfig
     train: TrainConfig
     registered_model: str = names.DEFAULT_REGISTERED_MODEL
+    dataset_name: str = names.DEFAULT_DATASET
+    """What data.dataset resolved to (ImageData.name): in the run's name and tags."""
     resume_run_id: str | None = None
     checkpoint: Checkpoint | None = None
     source_tags: dict[str, str] = field(default_factory=dict)
@@ -50,11 +52,13 @@ class TrainingRequest:
 
     @property
     def alias(self) -> str:
-        return names.run_name(self.model.kind, self.model.latent_dim, self.train.seed)
+        model = self.model
+        return names.run_name(model.kind, model.latent_dim, self.train.seed, self.dataset_name)
 
     @cached_property
     def tags(self) -> dict[str, str]:
         return {
+            names.TAG_DATASET: self.dataset_name,
             names.TAG_KIND: self.model.kind,
             names.TAG_LATENT: str(self.model.latent_dim),
             names.TAG_CODE_VERSION: self.code_version,
@@ -107,7 +111,27 @@ def prepare_resume(run_id: str) -> TrainingRequest:
         raise ResumeError(f"{label}: {exc}") from None
     registered = params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
     model, data = from_params(ModelConfig, params), from_params(DataConfig, params)
-    return TrainingRequest(model, data, train, registered, run_id, state)
+    name = _check_same_data(run, data, label)
+    return TrainingRequest(model, data, train, registered, name, run_id, state)
+
+
+def _check_same_data(run, data: DataConfig, label: str) -> str:
+    """The name of the run's dataset, or ResumeError where its data is not what the run
+    began on (a folder whose images changed, or that is gone)."""
+    from pipeline.training import datasets
+
+    try:
+        source = datasets.resolve(data)
+    except datasets.DataError as exc:
+        raise ResumeError(f"{label}: its dataset cannot be read ({exc})") from None
+    began_on = {d.dataset.digest for d in run.inputs.dataset_inputs}
+    now = datasets.digest_for(source, data)
+    if began_on and began_on != {now}:
+        raise ResumeError(
+            f"{label} began on data of digest {', '.join(sorted(began_on))}, but "
+            f"{data.dataset} now gives {now}: its images changed; train it again instead"
+        )
+    return source.name
 
 
 def load_checkpoint(run_id: str) -> Checkpoint | None:

@@ -237,14 +237,17 @@ def create_child_run(
 
 
 EXPERIMENT_DESCRIPTION = f"""How an autoencoder's latent size trades compression for \
-reconstruction quality on MNIST.
+reconstruction quality, on MNIST and on any image data.
 
-- **Training runs** (`conv-d100-s0`: kind, latent size, seed) log per-epoch train and test \
-MSE, reconstructions, parameter counts, and a model named after its configuration.
+- **Training runs** (`conv-d100-s0`: kind, latent size, seed; other datasets' runs begin \
+with the dataset's name, and every run has the tag `{names.TAG_DATASET}`) log per-epoch \
+train and test MSE, reconstructions, parameter counts, and a model named after its \
+configuration.
 - **Sweeps** (`sweep-…`) are the parents of the training runs of one `main` job.
-- **Comparisons** (`comparison-…`) hold the report: open `report.html` in Artifacts.
+- **Comparisons** (`comparison-…`) hold the report: open `study.html` in Artifacts.
 
-The registered model `{names.DEFAULT_REGISTERED_MODEL}` has an alias per training run and \
+Each dataset has a registered model, `<dataset>-autoencoder` (MNIST's is \
+`{names.DEFAULT_REGISTERED_MODEL}`), with an alias per training run and \
 `{names.CHAMPION_ALIAS}` for the recommended one."""
 
 

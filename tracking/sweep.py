@@ -34,7 +34,8 @@ from pipeline.config import (
     one_line,
     to_params,
 )
-from pipeline.training.data import digest_for_limits, ensure_mnist
+from pipeline.training import datasets
+from pipeline.training.datasets import Source
 from pipeline.training.hardware import precision_used, resolve_device
 from tracking import launch, names, runs
 from tracking.backends import make_backend
@@ -42,6 +43,7 @@ from tracking.registry import note_pickle_format, set_alias
 from tracking.steps import Backend, Job
 
 REUSE_CANDIDATES = 100  # newest runs of one configuration examined for reuse
+
 # What `mlflow run` records of the project on the runs it makes (the sweep's own run has
 # them): given to the runs the sweep makes in its own process, with their entry point.
 SOURCE_TAGS = (
@@ -60,6 +62,10 @@ class Step:
     kind: str
     latent_dim: int
     seed: int
+    dataset: str = names.DEFAULT_DATASET
+    """The dataset parameter's value: a name or a folder."""
+    dataset_name: str = names.DEFAULT_DATASET
+    """What it resolved to (ImageData.name): in the run's name and registered model."""
 
     @property
     def entry_point(self) -> str:
@@ -67,36 +73,53 @@ class Step:
 
     @property
     def name(self) -> str:
-        return names.run_name(self.kind, self.latent_dim, self.seed)
+        return names.run_name(self.kind, self.latent_dim, self.seed, self.dataset_name)
 
 
 class SweepError(runs.WorkError):
     """One or more training steps failed (or the comparison did)."""
 
 
+def data_for(data: DataConfig, dataset: str) -> DataConfig:
+    """A step's data: the sweep's, on one of its datasets; image_size and channels apply
+    to folders only, so a named dataset's step has neither."""
+    if datasets.is_folder(dataset):
+        return replace(data, dataset=dataset)
+    return replace(data, dataset=dataset, image_size=None, channels=None)
+
+
 @dataclass(frozen=True)
 class SweepRequest:
-    """A sweep: what it trains, on which data, how, and the registered model it fills."""
+    """A sweep: what it trains, on which data, how, and the registered model it fills
+    (empty: each dataset's own, <dataset>-autoencoder)."""
 
     sweep: SweepConfig
     data: DataConfig
     train: TrainConfig
-    registered_model: str = names.DEFAULT_REGISTERED_MODEL
+    registered_model: str = ""
     cluster: ClusterConfig = ClusterConfig()
 
-    def steps(self) -> list[Step]:
-        """Every configuration for the first seed, then every one for the next: a sweep
-        stopped early has whole seeds."""
+    def steps(self, sources: dict[str, Source]) -> list[Step]:
+        """Every configuration on every dataset for the first seed, then for the next: a
+        sweep stopped early has whole seeds. `sources`: each dataset's, resolved."""
         sweep = self.sweep
         configs = [("conv", d) for d in sweep.latent_dims] + [("linear", sweep.linear_dim)]
-        return [Step(kind, d, seed) for seed in sweep.seeds for kind, d in configs]
+        return [
+            Step(kind, d, seed, ds, sources[ds].name)
+            for seed in sweep.seeds
+            for ds in sweep.datasets
+            for kind, d in configs
+        ]
+
+    def registered_for(self, step: Step) -> str:
+        return self.registered_model or names.registered_model_for(step.dataset_name)
 
     def step_parameters(self, step: Step) -> dict[str, str]:
         """The step's entry point parameters, as strings, exactly as MLflow stores them."""
         model = ModelConfig(step.kind, step.latent_dim)
         train = replace(self.train, seed=step.seed)
-        params = to_params(model, train, self.data, skip=("model_kind",))
-        params["registered_model"] = self.registered_model
+        params = to_params(model, train, data_for(self.data, step.dataset), skip=("model_kind",))
+        params["registered_model"] = self.registered_for(step)
         return {k: str(v) for k, v in params.items()}
 
     def reuse_parameters(self, step: Step) -> dict[str, str]:
@@ -126,9 +149,10 @@ def make_job(request: SweepRequest, step: Step, source: dict[str, str], version:
 
     training = TrainingRequest(
         ModelConfig(step.kind, step.latent_dim),
-        request.data,
+        data_for(request.data, step.dataset),
         replace(request.train, seed=step.seed),
-        request.registered_model,
+        request.registered_for(step),
+        step.dataset_name,
         source_tags=entry_point_tags(source, step.entry_point),
         code_version=version,
     )
@@ -170,21 +194,27 @@ def _reuse(run: Run, step: Step, registered: str) -> None:
     )
 
 
-def run_sweep(request: SweepRequest) -> str:
-    """Train every (configuration, seed) as a child run of a dated parent run,
+def run_sweep(request: SweepRequest, sources: dict[str, Source] | None = None) -> str:
+    """Train every (dataset, configuration, seed) as a child run of a dated parent run,
     `parallel` at a time, taking over matching FINISHED runs unless `force`; then compare.
-    Returns the parent's run id."""
+    `sources`: each dataset's, where the caller resolved them already. Returns the
+    parent's run id."""
     version = runs.code_version()
     tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: version}
+    if sources is None:
+        sources = {
+            ds: datasets.resolve(data_for(request.data, ds)) for ds in request.sweep.datasets
+        }
     with runs.tracked_run(names.dated_run_name("sweep"), tags) as parent:
-        steps = _begin(request)
+        steps = _begin(request, sources)
         experiment_id = parent.info.experiment_id
         start = time.perf_counter()
         source = project_source(parent)
         backend = make_backend(
             request.cluster, request.sweep.parallel, parent.info.run_id, experiment_id
         )
-        failed = _Steps(request, experiment_id, version, source).run(steps, backend)
+        todo = _Steps(request, sources, experiment_id, version, source)
+        failed = todo.run(steps, backend)
         mlflow.log_metric(names.SWEEP_SECONDS, time.perf_counter() - start)
         problems = []
         if failed:
@@ -200,20 +230,22 @@ def run_sweep(request: SweepRequest) -> str:
         return parent.info.run_id
 
 
-def _begin(request: SweepRequest) -> list[Step]:
-    """Record the sweep's parameters and plan, fetch MNIST once for every step, and set up
-    the steps' environment. Returns the steps."""
-    sweep, steps = request.sweep, request.steps()
+def _begin(request: SweepRequest, sources: dict[str, Source]) -> list[Step]:
+    """Record the sweep's parameters and plan, fetch each dataset once for every step,
+    and set up the steps' environment. Returns the steps."""
+    sweep, steps = request.sweep, request.steps(sources)
     runs.log_new_params(to_params(sweep, request.cluster))
     dims = ", ".join(map(str, sweep.latent_dims))
+    on = ", ".join(s.name for s in sources.values())
     runs.describe_run(
         f"Trains {len(steps)} runs (latent sizes {dims} and the linear baseline at "
-        f"{sweep.linear_dim}, seeds {', '.join(map(str, sweep.seeds))}), then compares "
-        "them: the comparison's table and recommendation replace this text."
+        f"{sweep.linear_dim}, seeds {', '.join(map(str, sweep.seeds))}, on {on}), then "
+        "compares them: the comparison's table and recommendation replace this text."
     )
     note_pickle_format()  # once for every step
     with runs.interruptible():
-        ensure_mnist(request.data.data_dir)  # fetch once, before the children start
+        for source in sources.values():  # fetch once, before the children start
+            source.ensure(request.data.data_dir)
     launch.share_cores(sweep.parallel)
     return steps
 
@@ -223,6 +255,7 @@ class _Steps:
     """The steps of one sweep, each trained (or reused) by the backend."""
 
     request: SweepRequest
+    sources: dict[str, Source]
     experiment_id: str
     version: str
     source: dict[str, str]
@@ -252,11 +285,12 @@ class _Steps:
         if request.sweep.force:
             return False
         params = request.reuse_parameters(step)
-        digest = digest_for_limits(request.data.train_limit, request.data.test_limit)
+        data = data_for(request.data, step.dataset)
+        digest = datasets.digest_for(self.sources[step.dataset], data)
         found = reusable_run(step, params, self.experiment_id, digest, self.version)
         if not found:
             return False
-        _reuse(found, step, request.registered_model)
+        _reuse(found, step, request.registered_for(step))
         self.reused.append(found.info.run_id)
         mlflow.set_tag(names.TAG_REUSED_RUNS, ",".join(self.reused))
         return True

@@ -22,8 +22,9 @@ from pipeline.analysis.latent import latent_quality
 from pipeline.config import (
     TrainingFailed,
 )
+from pipeline.training import datasets
 from pipeline.training.attempt import Checkpoint
-from pipeline.training.data import Mnist, load_mnist
+from pipeline.training.datasets import ImageData
 from pipeline.training.hardware import Hardware
 from pipeline.training.health import CONSTANT, PLATEAU, PROBE_SIZE, output_spread
 from pipeline.training.models import build_model, count_params
@@ -100,7 +101,7 @@ def record_restart(event: Restart) -> None:
 TRAINING, TESTING = "training", "testing"  # the datasets' contexts
 
 
-def _datasets(data: Mnist) -> dict[str, mlflow.data.Dataset]:
+def _datasets(data: ImageData) -> dict[str, mlflow.data.Dataset]:
     """The two splits as MLflow datasets, by context."""
     found = {}
     for split, context in ((data.train, TRAINING), (data.test, TESTING)):
@@ -110,7 +111,7 @@ def _datasets(data: Mnist) -> dict[str, mlflow.data.Dataset]:
                 split.images.numpy(),
                 targets=split.labels.numpy(),
                 source=data.source,
-                name=f"mnist-{context}",
+                name=f"{data.name}-{context}",
                 digest=data.digest,
             )
     return found
@@ -145,25 +146,23 @@ def _log_summary(
     mlflow.set_tag(names.TAG_INIT_SEED, str(result.init_seed))
 
 
-def _latent_quality(result: TrainResult, data: Mnist, device: torch.device) -> dict[str, float]:
+def _latent_quality(result: TrainResult, data: ImageData, device: torch.device) -> dict[str, float]:
     """kNN accuracy and silhouette of the final model's codes (from fit's final
-    evaluation), the spread of its outputs (collapse), and what they cost, as summary
-    metrics."""
-    start, model = time.perf_counter(), result.model
+    evaluation) where the data has classes, the spread of its outputs (collapse), and what
+    they cost, as summary metrics."""
+    start, model, found = time.perf_counter(), result.model, {}
     with runs.interruptible():
         spread = output_spread(model, to_model_input(data.test.images[:PROBE_SIZE], device))
-        accuracy, silhouette = latent_quality(
-            result.train_codes.numpy(),
-            data.train.labels.numpy(),
-            result.test_codes.numpy(),
-            data.test.labels.numpy(),
-        )
-    return {
-        names.KNN_ACCURACY: accuracy,
-        names.SILHOUETTE: silhouette,
-        names.LATENT_SECONDS: time.perf_counter() - start,
-        names.OUTPUT_STD: spread,
-    }
+        if data.labelled:
+            found[names.KNN_ACCURACY], found[names.SILHOUETTE] = latent_quality(
+                result.train_codes.numpy(),
+                data.train.labels.numpy(),
+                result.test_codes.numpy(),
+                data.test.labels.numpy(),
+            )
+    found[names.LATENT_SECONDS] = time.perf_counter() - start
+    found[names.OUTPUT_STD] = spread
+    return found
 
 
 def _restarts_line(result: TrainResult) -> str:
@@ -180,7 +179,7 @@ _PRECISION = {"fp32": "", "bf16": " (forward in bfloat16 autocast)"}
 
 
 def describe_training(
-    request: TrainingRequest, hardware: Hardware, data: Mnist, result: TrainResult
+    request: TrainingRequest, hardware: Hardware, data: ImageData, result: TrainResult
 ) -> str:
     """The training run's Description (Markdown): what it trained and how it ended."""
     model, train = request.model, request.train
@@ -190,8 +189,8 @@ def describe_training(
             f"**{request.alias}**: {kind} autoencoder with a {model.latent_dim}-number code, "
             f"trained for {train.epochs} epochs from seed {train.seed}"
             f"{_PRECISION[hardware.precision]} on "
-            f"{len(data.train.labels):,} MNIST training images, tested on "
-            f"{len(data.test.labels):,}.",
+            f"{len(data.train):,} {data.name} training images "
+            f"({'x'.join(map(str, data.shape))}), tested on {len(data.test):,}.",
             "",
             f"- Final test MSE **{result.final.test_mse:.5f}**; training MSE "
             f"{result.final_train_mse:.5f} (gap {result.gap:+.5f}).",
@@ -303,20 +302,21 @@ def _start(
         f"**{request.alias}**: {action} a {what}, seed {train.seed}. A summary follows."
     )
     with runs.interruptible():
-        data = load_mnist(request.data.data_dir, request.data.train_limit, request.data.test_limit)
+        data = datasets.load(request.data)
     logger = EpochLogger(data.test.images[sample_indices(data.test.labels)], timer)
     with timer.timing():
-        datasets = _datasets(data)
+        linked = _datasets(data)
         if checkpoint is None:
-            runs.log_datasets(datasets)
-            return data, logger, datasets, 0.0
-        _log_missing_epochs(run_id, checkpoint, logger, build_model(model.kind, model.latent_dim))
+            runs.log_datasets(linked)
+            return data, logger, linked, 0.0
+        rebuilt = build_model(model.kind, model.latent_dim, data.shape)
+        _log_missing_epochs(run_id, checkpoint, logger, rebuilt)
         runs.append_tag_line(names.TAG_RESUMED, f"after epoch {checkpoint['epoch']}")
-    return data, logger, datasets, sum(r["seconds"] for r in checkpoint["history"])
+    return data, logger, linked, sum(r["seconds"] for r in checkpoint["history"])
 
 
 def _fit(
-    run_id: str, request: TrainingRequest, hardware: Hardware, data: Mnist, logger: EpochLogger
+    run_id: str, request: TrainingRequest, hardware: Hardware, data: ImageData, logger: EpochLogger
 ) -> TrainResult:
     """The pipeline's training loop, with the run's callbacks; on any stop, a hint on
     how to continue the run."""
@@ -324,7 +324,7 @@ def _fit(
     saver = CheckpointSaver(logger.timer, checkpoint["epoch"] if checkpoint else 0)
     try:
         result = fit(
-            lambda: build_model(model.kind, model.latent_dim),
+            lambda: build_model(model.kind, model.latent_dim, data.shape),
             data,
             request.train,
             on_epoch_end=logger,
@@ -347,7 +347,7 @@ def _register(
     run_id: str,
     request: TrainingRequest,
     description: str,
-    data: Mnist,
+    data: ImageData,
     result: TrainResult,
     logger: EpochLogger,
 ) -> Registered:
@@ -361,5 +361,5 @@ def _register(
         description=description,
         tags={**request.tags, "run_id": run_id},
     )
-    example = to_unit(data.test.images[:2].unsqueeze(1)).numpy()
+    example = to_unit(data.test.images[:2]).numpy()
     return log_and_register(result.model, example, registration)

@@ -23,7 +23,17 @@ NAMED: dict[str, type] = {
 }
 """The datasets known by name; any other value of the parameter must be a folder."""
 
-__all__ = ["NAMED", "DataError", "ImageData", "Source", "Split", "is_folder", "load", "resolve"]
+__all__ = [
+    "NAMED",
+    "DataError",
+    "ImageData",
+    "Source",
+    "Split",
+    "digest_for",
+    "is_folder",
+    "load",
+    "resolve",
+]
 
 
 def is_folder(dataset: str) -> bool:
@@ -54,3 +64,14 @@ def load(cfg: DataConfig, log: Log = print) -> ImageData:
     """resolve(cfg), then its data: fetched, verified and the first train/test_limit
     images of each split."""
     return resolve(cfg).load(cfg.data_dir, cfg.train_limit, cfg.test_limit, log)
+
+
+def digest_for(source: Source, cfg: DataConfig) -> str:
+    """The digest that load(cfg) gives, without reading the images: the limits cut each
+    split to at most its size."""
+    sizes = source.sizes()
+    kept = (
+        min(limit or size, size)
+        for limit, size in ((cfg.train_limit, sizes["train"]), (cfg.test_limit, sizes["test"]))
+    )
+    return source.digest(*kept)

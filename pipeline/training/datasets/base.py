@@ -76,7 +76,10 @@ class Source(Protocol):
         """The digest of the data `load` gives with this many images of each split."""
 
     def load(
-        self, data_dir: str | os.PathLike, train_limit: int | None, test_limit: int | None,
+        self,
+        data_dir: str | os.PathLike,
+        train_limit: int | None,
+        test_limit: int | None,
         log: Log = print,
     ) -> ImageData:
         """ensure, then both splits, the first `limit` images of each (None: all)."""
