@@ -6,16 +6,20 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import DEFAULT_LATENT, ConfigError, allowed, param_name, to_param
+from pipeline.config import DEFAULT_LATENT, LATENT, ConfigError, allowed, param_name, to_param
 from tests.tracking.conftest import REPO_ROOT, cli_flags, small_args
 from tracking import names
 from tracking.cli import COMMANDS, Registry, main
 
+MAX = int(LATENT.high)  # of a latent size: the largest image's C*H*W
 BAD_INPUT = [
-    (["train", "--latent-dim", "0"], "latent_dim must be an integer from 1 to 784 (got 0)"),
-    (["train", "--latent-dim", "-3"], "latent_dim must be an integer from 1 to 784"),
-    (["train", "--latent-dim", "785"], "latent_dim must be an integer from 1 to 784"),
-    (["train", "--latent-dim", "ten"], "latent_dim must be an integer from 1 to 784 (got 'ten')"),
+    (["train", "--latent-dim", "0"], f"latent_dim must be an integer from 1 to {MAX} (got 0)"),
+    (["train", "--latent-dim", "-3"], f"latent_dim must be an integer from 1 to {MAX}"),
+    (["train", "--latent-dim", "785"], "latent_dim must be at most 784, the C*H*W of mnist's"),
+    (
+        ["train", "--latent-dim", "ten"],
+        f"latent_dim must be an integer from 1 to {MAX} (got 'ten')",
+    ),
     (["train", "--latent-dim", "2.5"], "latent_dim must be an integer"),
     (["train", "--epochs", "0"], "epochs must be an integer from 1 to 1000"),
     (["train", "--epochs", "1001"], "epochs must be an integer from 1 to 1000 (got 1001)"),
@@ -25,14 +29,25 @@ BAD_INPUT = [
     (["train", "--lr", "nan"], "lr must be a number over 0 and at most 10"),
     (["train", "--lr", "10.5"], "lr must be a number over 0 and at most 10"),
     (["train", "--lr", "fast"], "lr must be a number over 0 and at most 10 (got 'fast')"),
-    (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 60000"),
-    (["train", "--batch-size", "60001"], "batch_size must be an integer from 1 to 60000"),
+    (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 10000000"),
     (["train", "--seed", "10000"], "seed must be an integer from 0 to 9999"),
     (["train", "--max-restarts", "-1"], "max_restarts must be an integer from 0 to 100"),
     (["train", "--max-restarts", "101"], "max_restarts must be an integer from 0 to 100"),
-    (["train", "--train-limit", "-1"], "train_limit must be an integer from 1 to 60000, or 0 for"),
-    (["train", "--train-limit", "60001"], "train_limit must be an integer from 1 to 60000"),
-    (["train", "--test-limit", "10001"], "test_limit must be an integer from 1 to 10000, or 0 for"),
+    (["train", "--train-limit", "-1"], "train_limit must be an integer from 1 to 10000000, or 0"),
+    (["train", "--test-limit", "x"], "test_limit must be an integer from 1 to 10000000, or 0 for"),
+    (["train", "--dataset", "imagenet"], "dataset must be one of mnist, fashion-mnist, kmnist, "),
+    (["train", "--dataset", " "], "dataset must be a dataset name or a folder"),
+    (["train", "--dataset", "mnist", "--image-size", "32"], "image_size and channels apply to a"),
+    (["train", "--dataset", "cifar10", "--channels", "1"], "image_size and channels apply to a"),
+    (["train", "--image-size", "7"], "image_size must be an integer from 8 to 512, or 0 for"),
+    (["train", "--image-size", "513"], "image_size must be an integer from 8 to 512, or 0 for"),
+    (["train", "--channels", "2"], "channels must be 1 or 3, or 0 for auto (got 2)"),
+    (["train", "--channels", "4"], "channels must be an integer from 1 to 3, or 0 for"),
+    (["train", "--resume-run-id", "abc", "--dataset", "kmnist"], "resume_run_id continues run"),
+    (
+        ["train", "--model-kind", "linear", "--latent-dim", "3073", "--dataset", "cifar10"],
+        "latent_dim must be at most 3072, the C*H*W of cifar10's images (got 3073)",
+    ),
     (["train", "--device", "tpu"], "device must be one of"),
     (["train", "--registered-model", "a/b"], "registered_model must be a name without any of /"),
     (["train", "--registered-model", " "], "registered_model must be a name"),
@@ -40,9 +55,17 @@ BAD_INPUT = [
     (["sweep", "--precision", "tf32"], "precision must be one of ['auto', 'fp32', 'bf16']"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
     (["sweep", "--latent-dims", "3,ten"], "latent_dims must be a comma-separated list"),
-    (["sweep", "--latent-dims", "3,785"], "latent_dims must be a comma-separated list of integers"),
+    (["sweep", "--latent-dims", "3,0"], "latent_dims must be a comma-separated list of integers"),
+    (["sweep", "--latent-dims", "3,785"], "latent_dim must be at most 784, the C*H*W of mnist's"),
     (["sweep", "--latent-dims", "3,3"], "latent_dims must not repeat a value (3 given twice"),
-    (["sweep", "--linear-dim", "785"], "linear_dim must be an integer from 1 to 784"),
+    (["sweep", "--linear-dim", "785"], "latent_dim must be at most 784, the C*H*W of mnist's"),
+    (["sweep", "--datasets", "mnist,fashion-mnist,mnist"], "datasets must not repeat a value"),
+    (["sweep", "--datasets", "mnist,,cifar10"], "datasets must be a comma-separated list of"),
+    (["sweep", "--datasets", "mnist,emnist"], "dataset must be one of mnist, fashion-mnist"),
+    (
+        ["sweep", "--datasets", "mnist,kmnist", "--registered-model", "x"],
+        "registered_model names one",
+    ),
     (["sweep", "--seeds", "0,x"], "seeds must be a comma-separated list of integers from 0 to"),
     (["sweep", "--seeds", "0,10000"], "seeds must be a comma-separated list of integers from 0"),
     (["sweep", "--seeds", "1,1"], "seeds must not repeat a value (1 given twice"),
@@ -104,7 +127,7 @@ def test_unwritable_data_dir_is_rejected_with_a_non_zero_exit(store):
 # allocation failed with a traceback; training for ever.
 UNDER_MLFLOW_RUN = [
     ({"registered_model": "a/b"}, "registered_model must be a name without any of / :"),
-    ({"latent_dim": 10_000_000}, "latent_dim must be an integer from 1 to 784 (got 10000000)"),
+    ({"latent_dim": 10_000_000}, f"latent_dim must be an integer from 1 to {MAX} (got 10000000)"),
     ({"epochs": 10_000_000_000}, "epochs must be an integer from 1 to 1000 (got 10000000000)"),
 ]
 
