@@ -129,7 +129,7 @@ def _publish(studies: list[Study], runset: RunSet, title: str, psnr_target: floa
     console = [to_console(s.doc) for s in studies]
     if several:
         table = across_display(across_table([(s.doc, s.floors) for s in studies], psnr_target))
-        parts.insert(0, f"**{title}**\n\n" + table.to_markdown(index=False))
+        parts.insert(0, f"**{title}**\n\n" + table.to_markdown(index=False, disable_numparse=True))
         console.insert(0, table.to_string(index=False))
     description = "\n\n".join(parts)
     describe_run(description)
