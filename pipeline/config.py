@@ -37,6 +37,11 @@ DEFAULT_MARGIN = round(10 ** (1 / 10) - 1, 4)
 1 dB of PSNR, about the smallest difference one sees between two reconstructions side by
 side, while every latent unit the conv model drops saves 4,097 parameters and raises the
 compression ratio."""
+DEFAULT_PSNR_TARGET = 20.0
+"""Default of compare's psnr_target: 20 dB is an MSE of 0.01, an RMS error of a tenth of
+the pixel range, the usual lower end of acceptable lossy image quality. MNIST's default
+study crosses it between d = 10 (test MSE 0.01287, 18.9 dB) and d = 100 (0.00185, 27.3 dB),
+so it separates a code that blurs the images from one that keeps them."""
 ALL_IMAGES = 0
 """How parameters (the command line, MLflow's params) spell a limit of None: all images."""
 
@@ -371,7 +376,16 @@ class CompareConfig:
         "the best one (0.1: within 10%; the default is 1 dB of PSNR)",
         within=Range(0, 10, real=True),
     )
-    data_dir: str = option("./data", "MNIST folder: test digits for the plots, PCA floors' cache")
+    data_dir: str = option(
+        "./data", "the datasets' folder: test images for the plots, the PCA floors' cache"
+    )
+    psnr_target: float = option(
+        DEFAULT_PSNR_TARGET,
+        "the cross-dataset table gives each dataset's smallest latent size whose mean test "
+        "PSNR reaches this many dB (the default, 20 dB, is an RMS error of a tenth of the "
+        "pixel range)",
+        within=Range(0, 100, real=True, low_open=True),
+    )
 
     def __post_init__(self) -> None:
         _check_ranges(self)

@@ -18,7 +18,14 @@ from mlflow.entities import Run
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID, MLFLOW_EXPERIMENT_NAME
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import ConfigError, DataConfig, ModelConfig, TrainConfig, param_name
+from pipeline.config import (
+    DEFAULT_DATASET,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    param_name,
+)
 from tracking import names
 from tracking.host import describe
 
@@ -70,8 +77,8 @@ class RunSet:
     runs: pd.DataFrame
     """One row per FINISHED training run: ids, name, start time, typed params, metrics."""
     excluded: pd.DataFrame
-    """run_id, run_name, status and reason (failure_reason, shortened) of the training
-    runs that did not finish."""
+    """run_id, run_name, status, reason (failure_reason, shortened) and dataset of the
+    training runs that did not finish."""
     histories: pd.DataFrame
     """Long format: run_id, metric, step, value for HISTORY_METRICS of the finished runs."""
     experiment_id: str
@@ -167,18 +174,28 @@ def find_runs(parent_run_id: str | None = None, all_finished: bool = False) -> R
         )
     left_out = [r for r in found if r.info.status != FINISHED]
     excluded = pd.DataFrame(
-        [(r.info.run_id, r.info.run_name, r.info.status, _reason(r)) for r in left_out],
-        columns=["run_id", "run_name", "status", "reason"],
-    )
+        [(r.info.run_id, r.info.run_name, r.info.status, _reason(r), dataset_of(r))
+         for r in left_out],
+        columns=["run_id", "run_name", "status", "reason", "dataset"],
+    )  # fmt: skip
     runs = runs_frame(finished)
     parent_id = parent.info.run_id if parent else None
     histories = metric_histories(runs["run_id"])
     return RunSet(runs, excluded, histories, experiment_id, source, parent_id)
 
 
+def dataset_of(run: Run) -> str:
+    """The name the run's dataset resolved to: its dataset tag, else its dataset parameter;
+    runs from before datasets have neither and are MNIST's."""
+    params, tags = run.data.params, run.data.tags
+    return tags.get(names.TAG_DATASET) or params.get("dataset") or DEFAULT_DATASET
+
+
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
     """One typed row per run: params cast by PARAM_TYPES, summary metrics as floats, the
-    configuration's name ("conv-d100") and the host in words."""
+    configuration's name ("conv-d100"), the host in words, and "dataset_name", the name its
+    dataset resolved to (the "dataset" column is the parameter as given: a name or a
+    folder; "mnist" for runs from before datasets)."""
     rows = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
@@ -191,6 +208,8 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
             "registered_version": tags.get(names.TAG_REGISTERED_VERSION),
         }
         row.update({key: params.get(key) for key in PARAM_TYPES})
+        row["dataset"] = row["dataset"] or DEFAULT_DATASET
+        row["dataset_name"] = dataset_of(run)
         row["latent_dim"] = params.get("latent_dim", tags.get(names.TAG_LATENT))
         row["config"] = names.config_name(row["kind"], row["latent_dim"])
         row["host"] = describe(tags)
@@ -198,7 +217,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows).astype(PARAM_TYPES)
     return frame.astype(
-        {"kind": "string", "registered_version": "string", "config": "string", "host": "string"}
+        dict.fromkeys(["kind", "registered_version", "config", "host", "dataset_name"], "string")
     )
 
 

@@ -1,9 +1,9 @@
-"""Latent codes and how well they separate the digits, in numbers.
+"""Latent codes and how well they separate the classes, in numbers.
 
 The exercise says the classes "do not form well-separated clusters". Two numbers test
 that per model: the accuracy of a 5-nearest-neighbour classifier on the codes (fitted on
 the training codes, scored on the test codes) and the silhouette score of the test codes
-by digit (1: tight, separated clusters; about 0: overlapping ones).
+by class (1: tight, separated clusters; about 0: overlapping ones).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SILHOUETTE_SEED = 0
 def encode_all(
     model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH
 ) -> np.ndarray:
-    """Codes of uint8 images (n, 28, 28) as a float32 array (n, d), in batches."""
+    """Codes of uint8 images (n, C, H, W) as a float32 array (n, d), in batches."""
     model = prepare_model(model, device).eval()
     codes = [
         model.encode(to_model_input(images[i : i + batch_size], device)).float().cpu()
@@ -43,15 +43,15 @@ def knn_accuracy(
     test_codes: np.ndarray,
     test_labels: np.ndarray,
 ) -> float:
-    """Share of test codes whose 5 nearest training codes (Euclidean) vote their digit."""
+    """Share of test codes whose 5 nearest training codes (Euclidean) vote their class."""
     knn = KNeighborsClassifier(n_neighbors=min(KNN_NEIGHBOURS, len(train_codes)), n_jobs=-1)
     knn.fit(train_codes, train_labels)
     return float(knn.score(test_codes, test_labels))
 
 
 def silhouette(codes: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of the codes grouped by digit, on at most SILHOUETTE_SAMPLE codes
-    drawn with SILHOUETTE_SEED; NaN when fewer than two digits are present."""
+    """Mean silhouette of the codes grouped by class, on at most SILHOUETTE_SAMPLE codes
+    drawn with SILHOUETTE_SEED; NaN when fewer than two classes are present."""
     if len(np.unique(labels)) < 2 or len(np.unique(labels)) >= len(labels):
         return float("nan")
     sample = min(SILHOUETTE_SAMPLE, len(codes))
@@ -64,7 +64,7 @@ def latent_quality(
     test_codes: np.ndarray,
     test_labels: np.ndarray,
 ) -> tuple[float, float]:
-    """(kNN k=5 test accuracy, silhouette of the test codes by digit)."""
+    """(kNN k=5 test accuracy, silhouette of the test codes by class)."""
     accuracy = knn_accuracy(train_codes, train_labels, test_codes, test_labels)
     return accuracy, silhouette(test_codes, test_labels)
 

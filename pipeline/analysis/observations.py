@@ -11,9 +11,11 @@ SILHOUETTE_STRUCTURE = 0.25
 """Below this mean silhouette, Kaufman & Rousseeuw (1990) read "no substantial structure"."""
 
 
-def observations(report: pd.DataFrame, configs: pd.DataFrame, floors: PcaFloors) -> list[str]:
+def observations(
+    report: pd.DataFrame, configs: pd.DataFrame, floors: PcaFloors, labelled: bool = True
+) -> list[str]:
     """report: per run (pipeline.analysis.report.summarize); configs: per configuration
-    (pipeline.analysis.spread.aggregate)."""
+    (pipeline.analysis.spread.aggregate); labelled: whether the images have classes."""
     lines = []
     healthy = configs[configs["collapsed_runs"] == 0]
     if not healthy.empty:
@@ -31,7 +33,7 @@ def observations(report: pd.DataFrame, configs: pd.DataFrame, floors: PcaFloors)
         f"for k={row.latent_dim} ({row.final_test_mse_mean:.5f} vs {row.pca_floor:.5f})."
         for row in linear.itertuples()
     ] or ["No linear baseline among the compared runs."]
-    return lines + [_clusters(report), *_host_lines(report)]
+    return lines + [_clusters(report, labelled), *_host_lines(report)]
 
 
 def _sd(row: pd.Series, metric: str, fmt: str) -> str:
@@ -118,15 +120,17 @@ def health_lines(report: pd.DataFrame, configs: pd.DataFrame, floors: PcaFloors)
     return lines
 
 
-def _clusters(report: pd.DataFrame) -> str:
+def _clusters(report: pd.DataFrame, labelled: bool) -> str:
+    if not labelled:
+        return "The images have no classes: the latent codes' clusters by class do not apply."
     sil, knn = report["silhouette"].dropna(), report["knn5_accuracy"].dropna()
     if sil.empty or knn.empty:
         return "Latent quality was not logged by these runs."
     verdict = "no" if sil.max() < SILHOUETTE_STRUCTURE else "some"
     return (
-        f"Latent codes: silhouette by digit {sil.min():.3f} to {sil.max():.3f} ({verdict} "
+        f"Latent codes: silhouette by class {sil.min():.3f} to {sil.max():.3f} ({verdict} "
         f"substantial cluster structure; below {SILHOUETTE_STRUCTURE} reads as none), while "
-        f"5-NN digit accuracy is {knn.min():.1%} to {knn.max():.1%}."
+        f"5-NN class accuracy is {knn.min():.1%} to {knn.max():.1%}."
     )
 
 

@@ -18,8 +18,8 @@ from plotly.colors import qualitative
 
 from pipeline.analysis.images import reconstruction_grid
 
-DIGIT_COLOURS = qualitative.D3  # ten colours, one per digit
 MODEL_COLOURS = qualitative.D3 + qualitative.Dark24
+CLASS_COLOURS = MODEL_COLOURS  # one per class, cycled beyond 34 classes
 MAX_LEGEND = 12  # more models than this: the PNG drops its legend (study.html keeps one)
 
 
@@ -97,12 +97,12 @@ def loss_curves_plotly(curves: pd.DataFrame) -> go.Figure:
 
 
 def image_rows_figure(rows: dict[str, np.ndarray], title: str) -> Figure:
-    """Rows of images (label -> (n, 28, 28) in [0, 1]), one tiled row per label, labelled
-    on the left."""
+    """Rows of images (label -> (n, C, H, W) in [0, 1]), one tiled row per label, labelled
+    on the left; grey for one channel, in colour for three."""
     grid = reconstruction_grid(list(rows.values()))
     fig = Figure(figsize=(grid.shape[1] / 60 + 1.5, grid.shape[0] / 60), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # RGB: cmap unused
     step = grid.shape[0] / len(rows)
     ax.set_yticks([step * (i + 0.5) for i in range(len(rows))], list(rows))
     ax.set_xticks([])
@@ -111,36 +111,45 @@ def image_rows_figure(rows: dict[str, np.ndarray], title: str) -> Figure:
 
 
 def reconstruction_figure(originals: np.ndarray, rows: dict[str, np.ndarray]) -> Figure:
-    """The same test digits: originals on top, then one row per model (label -> images
-    (n, 28, 28) in [0, 1])."""
+    """The same test images: originals on top, then one row per model (label -> images
+    (n, C, H, W) in [0, 1])."""
     return image_rows_figure(
-        {"original": originals, **rows}, "Reconstructions of the same test digits"
+        {"original": originals, **rows}, "Reconstructions of the same test images"
     )
 
 
 def interpolations_figure(rows: dict[str, np.ndarray]) -> Figure:
-    """One row per (model, digit pair): the decoded steps from one test digit's code to
-    the other's (label -> (steps, 28, 28) in [0, 1])."""
+    """One row per (model, pair of test images): the decoded steps from one image's code
+    to the other's (label -> (steps, C, H, W) in [0, 1])."""
     return image_rows_figure(rows, "Decoded along the straight line between two test codes")
 
 
-def latent_scatter_3d(points: np.ndarray, labels: np.ndarray, title: str) -> go.Figure:
-    """Ten 3D scatter traces, one per digit (legend), hover showing digit and test index.
+def class_name(classes: tuple[str, ...], label: int) -> str:
+    """A label's class name; "class 3" beyond the names known."""
+    return classes[label] if 0 <= label < len(classes) else f"class {label}"
 
-    `points`: (n, 3) coordinates, `labels`: (n,) digits; the index shown (customdata) is
+
+def latent_scatter_3d(
+    points: np.ndarray, labels: np.ndarray, title: str, classes: tuple[str, ...] = ()
+) -> go.Figure:
+    """One 3D scatter trace per class present (legend: its name), hover showing the class
+    and test index; data without classes is one trace, "test images".
+
+    `points`: (n, 3) coordinates, `labels`: (n,) labels; the index shown (customdata) is
     the row.
     """
     fig = go.Figure()
     axes = ("x", "y", "z")
-    for digit in range(10):
-        index = np.flatnonzero(labels == digit)
+    for label in np.unique(labels) if classes else [None]:
+        index = np.arange(len(labels)) if label is None else np.flatnonzero(labels == label)
+        name = "test images" if label is None else class_name(classes, int(label))
         fig.add_scatter3d(
             **{axis: points[index, i] for i, axis in enumerate(axes)},
             customdata=index,
             mode="markers",
-            name=f"digit {digit}",
-            marker={"size": 3, "color": DIGIT_COLOURS[digit]},
-            hovertemplate=f"digit {digit}<br>index %{{customdata}}<extra></extra>",
+            name=name,
+            marker={"size": 3, "color": CLASS_COLOURS[int(label or 0) % len(CLASS_COLOURS)]},
+            hovertemplate=f"{name}<br>index %{{customdata}}<extra></extra>",
         )
     fig.update_layout(title=title, legend={"itemsizing": "constant"}, height=700)
     return fig

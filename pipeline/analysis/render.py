@@ -17,7 +17,7 @@ DISPLAY = {
     "model": ("model", "{}"),
     "seed": ("seed", "{}"),
     "latent_dim": ("d", "{}"),
-    "compression_ratio": ("784/d", "{:.1f}"),
+    "compression_ratio": ("pixels/d", "{:.1f}"),
     "params_total": ("params", "{:,}"),
     "params_encoder": ("encoder", "{:,}"),
     "params_decoder": ("decoder", "{:,}"),
@@ -42,7 +42,7 @@ CONFIG_DISPLAY = [
     ("model", "model", "{}", None),
     ("d", "latent_dim", "{}", None),
     ("seeds", "seeds", "{}", None),
-    ("784/d", "compression_ratio", "{:.1f}", None),
+    ("pixels/d", "compression_ratio", "{:.1f}", None),
     ("params", "params_total", "{:,}", None),
     ("test MSE", "final_test_mse_mean", "{:.5f}", "final_test_mse_std"),
     ("min", "final_test_mse_min", "{:.5f}", None),
@@ -74,6 +74,8 @@ class ReportDoc:
     """Where the pick is registered, e.g. "mnist-autoencoder version 3, alias champion"."""
     images: dict[str, bytes] = field(default_factory=dict)
     """PNG bytes by caption, embedded in the HTML page."""
+    dataset: str = ""
+    """The compared runs' dataset (ImageData.name), e.g. "fashion-mnist"."""
 
 
 def _cell(value: object, fmt: str) -> str:

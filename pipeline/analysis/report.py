@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.analysis.pca import PcaFloors
-from pipeline.config import PIXELS
 from pipeline.training.health import CONSTANT_STD, PLATEAU_RATIO
 
 COLUMNS = [
@@ -101,7 +100,7 @@ def summarize(runs: pd.DataFrame, histories: pd.DataFrame, floors: PcaFloors) ->
     summaries = pd.DataFrame([_curve_summary(by_run.get(r, empty), stall) for r in out["run_id"]])
     out[summaries.columns] = summaries.to_numpy()
     dims = out["latent_dim"].astype(int)
-    out["compression_ratio"] = PIXELS / dims
+    out["compression_ratio"] = floors.pixels / dims
     out["gap"] = out["final_test_mse"] - out["final_train_mse"]
     out["relative_gap"] = out["gap"] / out["final_train_mse"]
     out["psnr_db"] = out["final_test_mse"].map(psnr)

@@ -1,5 +1,6 @@
-"""Digit thumbnails for a web page: many 28x28 images tiled into one uint8 PNG (a sprite
-sheet) that the page cuts with CSS background-position. Pure: arrays in, PNG bytes out."""
+"""Image thumbnails for a web page: many images tiled into one uint8 PNG (a sprite sheet)
+that the page cuts with CSS background-position. Grey images give a grey PNG, RGB ones a
+colour PNG. Pure: arrays in, PNG bytes out."""
 
 from __future__ import annotations
 
@@ -8,20 +9,25 @@ import io
 import numpy as np
 from PIL import Image
 
-COLUMNS = 40  # 600 digits: 40 x 15 tiles, 1120 x 420 pixels
-TILE = 28
+from pipeline.analysis.images import channels_last
+
+COLUMNS = 40  # 600 images: 40 x 15 tiles, 1120 x 420 pixels at 28 x 28
 
 
 def sprite_sheet(images: np.ndarray, columns: int = COLUMNS) -> bytes:
-    """Images (n, 28, 28) in [0, 1] (or uint8) as one grey PNG, row-major: image i at
-    column i % columns, row i // columns; the last row is padded with black."""
+    """Images (n, C, H, W) or (n, H, W) in [0, 1] (or uint8) as one PNG, row-major: image
+    i at column i % columns, row i // columns; the last row is padded with black."""
+    images = channels_last(np.asarray(images))
     if images.dtype != np.uint8:
         images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
+    colour = images.shape[3:]
     rows = -(-n // columns)
-    canvas = np.zeros((rows * columns, h, w), dtype=np.uint8)
+    canvas = np.zeros((rows * columns, h, w, *colour), dtype=np.uint8)
     canvas[:n] = images
-    sheet = canvas.reshape(rows, columns, h, w).transpose(0, 2, 1, 3).reshape(rows * h, -1)
+    sheet = canvas.reshape(rows, columns, h, w, *colour).swapaxes(1, 2)
     buffer = io.BytesIO()
-    Image.fromarray(sheet).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(sheet.reshape(rows * h, columns * w, *colour)).save(
+        buffer, format="PNG", optimize=True
+    )
     return buffer.getvalue()

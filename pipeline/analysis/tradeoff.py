@@ -2,8 +2,8 @@
 
 Left panel: each conv configuration's mean test MSE with its seed spread (bars from min to
 max), the linear baseline, and the analytic floor of any linear code of size k (uncentered
-PCA, the bias-free linear autoencoder's optimum) for every k from 1 to 784. Right panel:
-parameters against latent size. Pure: the functions return figures.
+PCA, the bias-free linear autoencoder's optimum) for every k from 1 to the pixel count
+D = C*H*W. Right panel: parameters against latent size. Pure: the functions return figures.
 """
 
 from __future__ import annotations
@@ -15,17 +15,22 @@ from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
 from pipeline.analysis.pca import PcaFloors
-from pipeline.config import PIXELS
 
-FLOOR_NAME = f"PCA floor (uncentered, k = 1..{PIXELS})"
-Y_BOTTOM = 1e-4  # the floor falls towards 0 as k nears 784; the view stops here
+Y_BOTTOM = 1e-4  # the floor falls towards 0 as k nears the pixel count; the view stops here
 KIND_STYLE = {"conv": ("#1F77B4", "o"), "linear": ("#D62728", "s")}
 
 
+def floor_name(floors: PcaFloors) -> str:
+    return f"PCA floor (uncentered, k = 1..{floors.pixels})"
+
+
 def floor_curve(floors: PcaFloors) -> tuple[np.ndarray, np.ndarray]:
-    """k = 1..784 and the floor at each (from one eigendecomposition, pipeline.analysis.pca)."""
-    k = np.arange(1, PIXELS + 1)
-    return k, np.array([floors.floor(int(i)) for i in k])
+    """k = 1..D and the floor at each (from one eigendecomposition, pipeline.analysis.pca),
+    where it is positive: 0 (exact) is off a log axis, NaN where it was not computed."""
+    k = np.arange(1, floors.pixels + 1)
+    floor = np.array(floors.uncentered[1:], dtype=float)
+    shown = floor > 0
+    return k[shown], floor[shown]
 
 
 def _series(configs: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -41,8 +46,7 @@ def mse_vs_latent_png(configs: pd.DataFrame, floors: PcaFloors) -> Figure:
     fig = Figure(figsize=(11, 4.8), layout="constrained")
     mse_ax, params_ax = fig.subplots(1, 2)
     k, floor = floor_curve(floors)
-    shown = floor > 0
-    mse_ax.plot(k[shown], floor[shown], color="0.5", lw=1.2, label=FLOOR_NAME)
+    mse_ax.plot(k, floor, color="0.5", lw=1.2, label=floor_name(floors))
     for kind, (colour, marker) in KIND_STYLE.items():
         rows = _series(configs, kind)
         if rows.empty:
@@ -82,9 +86,8 @@ def mse_vs_latent_plotly(configs: pd.DataFrame, floors: PcaFloors) -> go.Figure:
         ),
     )
     k, floor = floor_curve(floors)
-    shown = floor > 0
     fig.add_scatter(
-        x=k[shown], y=floor[shown], name=FLOOR_NAME, mode="lines", line={"color": "gray"},
+        x=k, y=floor, name=floor_name(floors), mode="lines", line={"color": "gray"},
         row=1, col=1,
     )  # fmt: skip
     for kind, (colour, _) in KIND_STYLE.items():

@@ -15,7 +15,7 @@ from pipeline.training.models import build_model
 
 
 def clusters(n_per: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ten Gaussian blobs in 5-D, one per digit, at +-10 on each axis."""
+    """Ten Gaussian blobs in 5-D, one per class, at +-10 on each axis."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(10), n_per)
     centres = np.vstack([10 * np.eye(5), -10 * np.eye(5)])
@@ -26,10 +26,10 @@ def clusters(n_per: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarr
 def test_encode_all_matches_encode_in_one_batch(kind):
     torch.manual_seed(0)
     model = build_model(kind, 7)
-    images = torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 256, (25, 1, 28, 28), dtype=torch.uint8)
     codes = encode_all(model, images, torch.device("cpu"), batch_size=10)
     with torch.inference_mode():
-        expected = model.encode(images.unsqueeze(1).float() / 255.0).numpy()
+        expected = model.encode(images.float() / 255.0).numpy()
     assert codes.shape == (25, 7) and codes.dtype == np.float32
     np.testing.assert_allclose(codes, expected, rtol=1e-5, atol=1e-5)
 

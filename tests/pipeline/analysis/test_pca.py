@@ -5,8 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.analysis import pca
 from pipeline.analysis.pca import cache_path, compute_floors, read_cached, residual_mse, write_cache
-from pipeline.training.data import load_mnist
+from pipeline.config import DataConfig
+from pipeline.training import datasets
 
 # FACTS.md, "Analytic references": k -> (centered, uncentered); k=0 is the mean image
 # (centered) and the all-zero output (uncentered).
@@ -37,7 +39,8 @@ def test_floors_are_exact_on_low_rank_data():
 
 @pytest.fixture(scope="module")
 def mnist_floors(mnist_dir: Path):
-    data = load_mnist(mnist_dir, log=lambda line: None)
+    data = datasets.load(DataConfig(data_dir=str(mnist_dir)), log=lambda line: None)
+    assert data.train.images.shape[1:] == (1, 28, 28)
     return compute_floors(data.train.images.numpy(), data.test.images.numpy(), data.digest)
 
 
@@ -58,9 +61,38 @@ def test_hinton_salakhutdinov_pca_reference(mnist_floors):
 def test_cache_round_trip_is_keyed_by_digest(mnist_floors, tmp_path: Path):
     assert read_cached(tmp_path, mnist_floors.digest) is None
     path = write_cache(tmp_path, mnist_floors)
-    assert path == cache_path(tmp_path, mnist_floors.digest) and path.parent.name == "MNIST"
+    assert path == cache_path(tmp_path, mnist_floors.digest) and path.parent.name == "pca_floors"
     assert read_cached(tmp_path, mnist_floors.digest) == mnist_floors
     assert read_cached(tmp_path, "another-digest") is None
     path.write_text("{not json")
     assert read_cached(tmp_path, mnist_floors.digest) is None
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files
+
+
+def rgb_images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 3, 4, 4), dtype=np.uint8)
+
+
+def test_rgb_floors_cover_every_pixel_and_match_the_direct_computation(monkeypatch):
+    monkeypatch.setattr(pca, "CHUNK", 7)  # the Gram matrix summed over several chunks
+    train, test = rgb_images(100, 0), rgb_images(15, 1)  # more images than pixels: full rank
+    floors = compute_floors(train, test, "rgb")
+    assert floors.pixels == 3 * 4 * 4 and len(floors.centered) == 49
+    rows = train.reshape(100, -1) / 255.0
+    test_rows = test.reshape(15, -1) / 255.0
+    np.testing.assert_allclose(floors.uncentered, residual_mse(rows, test_rows), atol=1e-12)
+    mean = rows.mean(axis=0)
+    centered = residual_mse(rows - mean, test_rows - mean)
+    np.testing.assert_allclose(floors.centered, centered, atol=1e-12)
+    assert floors.floor(48) == pytest.approx(0, abs=1e-12)
+
+
+def test_images_too_large_get_only_the_k0_floors(monkeypatch):
+    monkeypatch.setattr(pca, "MAX_FLOOR_PIXELS", 47)
+    train, test = rgb_images(40, 0), rgb_images(15, 1)
+    floors = compute_floors(train, test, "rgb")
+    test_rows = test.reshape(15, -1) / 255.0
+    assert floors.floor(0) == pytest.approx((test_rows**2).mean())
+    mean = (train.reshape(40, -1) / 255.0).mean(axis=0)
+    assert floors.floor(0, centered=True) == pytest.approx(((test_rows - mean) ** 2).mean())
+    assert floors.pixels == 48 and np.isnan(floors.floor(1)) and np.isnan(floors.floor(48))

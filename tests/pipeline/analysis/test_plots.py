@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from pipeline.analysis.images import reconstruction_grid
 from pipeline.analysis.plots import (
-    DIGIT_COLOURS,
+    CLASS_COLOURS,
     interpolations_figure,
     latent_scatter_3d,
     loss_curves_plotly,
@@ -88,20 +88,30 @@ def test_reconstruction_figure_stacks_originals_and_models():
     )
 
 
-def test_latent_scatter_has_ten_digit_traces_with_hover():
+FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+           "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+
+
+def test_latent_scatter_has_one_trace_per_class_named_with_hover():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, size=500)
     points = rng.normal(size=(500, 3))
-    fig = latent_scatter_3d(points, labels, "codes")
+    fig = latent_scatter_3d(points, labels, "codes", FASHION)
     assert [t.type for t in fig.data] == ["scatter3d"] * 10
-    assert [t.name for t in fig.data] == [f"digit {d}" for d in range(10)]
-    for digit, trace in enumerate(fig.data):
-        index = np.flatnonzero(labels == digit)
+    assert [t.name for t in fig.data] == list(FASHION)
+    for label, trace in enumerate(fig.data):
+        index = np.flatnonzero(labels == label)
         np.testing.assert_array_equal(trace.customdata, index)
         np.testing.assert_array_equal(trace.z, points[index, 2])
-        assert trace.marker.color == DIGIT_COLOURS[digit]
-        assert f"digit {digit}" in trace.hovertemplate and "%{customdata}" in trace.hovertemplate
+        assert trace.marker.color == CLASS_COLOURS[label]
+        assert FASHION[label] in trace.hovertemplate and "%{customdata}" in trace.hovertemplate
     assert fig.layout.showlegend is not False
+
+
+def test_latent_scatter_without_classes_is_one_trace_of_every_point():
+    points = np.random.default_rng(0).normal(size=(50, 3))
+    (trace,) = latent_scatter_3d(points, np.zeros(50, dtype=int), "codes").data
+    assert trace.name == "test images" and list(trace.customdata) == list(range(50))
 
 
 def test_interpolations_figure_has_one_labelled_row_per_walk():

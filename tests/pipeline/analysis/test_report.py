@@ -265,7 +265,7 @@ def test_observations_are_computed(report, configs):
     assert "Collapsed to a constant output: conv-d250-s0." in text
     assert "No model collapsed" not in text
     assert "linear-d10 reaches 3.960x its optimum" in text  # 0.036 / (0.1 / 11)
-    assert "silhouette by digit 0.000 to 0.050 (no substantial" in text
+    assert "silhouette by class 0.000 to 0.050 (no substantial" in text
     assert "AMD EPYC, AVX512, 2 threads (3 runs)" in text
     assert "AMD EPYC, AVX2, 2 threads (3 runs)" in text
     assert "more than one host" in text
@@ -321,3 +321,8 @@ def test_epoch_gap_uses_the_same_weights_training_mse_when_logged():
     )
     gaps = curves(history)["gap"].tolist()
     assert gaps == pytest.approx([0.032 - 0.030, 0.031 - 0.030])
+
+
+def test_observations_of_images_without_classes_skip_the_clusters(report, configs):
+    text = "\n".join(observations(report, configs, FLOORS, labelled=False))
+    assert "no classes" in text and "silhouette" not in text

@@ -6,13 +6,14 @@ import pytest
 
 from pipeline.analysis.pca import PcaFloors
 from pipeline.analysis.plots import png_bytes
-from pipeline.analysis.tradeoff import FLOOR_NAME, mse_vs_latent_plotly, mse_vs_latent_png
+from pipeline.analysis.tradeoff import mse_vs_latent_plotly, mse_vs_latent_png
 
 FLOORS = PcaFloors(
     uncentered=[0.1 / (k + 1) for k in range(784)] + [0.0],
     centered=[0.09 / (k + 1) for k in range(785)],
     digest="test",
 )
+FLOOR_NAME = "PCA floor (uncentered, k = 1..784)"
 
 
 @pytest.fixture
