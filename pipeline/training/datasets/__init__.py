@@ -53,7 +53,7 @@ def resolve(cfg: DataConfig) -> Source:
             )
         return NAMED[cfg.dataset]()
     if is_folder(cfg.dataset):
-        return ImageFolderSource(Path(cfg.dataset), cfg.image_size, cfg.channels)
+        return ImageFolderSource(Path(cfg.dataset), cfg.image_size, cfg.channels, cfg.data_dir)
     raise ConfigError(
         f"dataset must be one of {', '.join(NAMED)} or a folder of images (a path), "
         f"not {cfg.dataset!r}"
