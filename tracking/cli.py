@@ -119,13 +119,15 @@ def _check_machine(train: TrainConfig, data: DataConfig) -> None:
 
 
 def _check_data(data: DataConfig, model: ModelConfig | None = None):
-    """The dataset's source (pipeline.training.datasets.resolve), or ConfigError saying why
-    it cannot be used: unknown, a folder that cannot be read, a model's code larger than
-    the images."""
+    """The dataset's source (pipeline.training.datasets.resolve; a folder's images decoded
+    and cached), or ConfigError saying why it cannot be used: unknown, a folder that cannot
+    be read, a model's code larger than the images."""
     from pipeline.training import datasets
 
     try:
         source = datasets.resolve(data)
+        if datasets.is_folder(data.dataset):  # decoded once, here: a corrupt image is named
+            source.ensure(data.data_dir)  # before any run (later loads read the cache)
     except datasets.DataError as exc:
         raise ConfigError(str(exc)) from None
     pixels = math.prod(source.shape)

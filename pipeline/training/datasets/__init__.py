@@ -53,7 +53,10 @@ def resolve(cfg: DataConfig) -> Source:
             )
         return NAMED[cfg.dataset]()
     if is_folder(cfg.dataset):
-        return ImageFolderSource(Path(cfg.dataset), cfg.image_size, cfg.channels, cfg.data_dir)
+        folder = ImageFolderSource(Path(cfg.dataset), cfg.image_size, cfg.channels, cfg.data_dir)
+        if folder.name in NAMED:  # a folder called "mnist" is not MNIST: its runs and model
+            folder.name = f"{folder.name}-folder"  # must not mix with the real one's
+        return folder
     raise ConfigError(
         f"dataset must be one of {', '.join(NAMED)} or a folder of images (a path), "
         f"not {cfg.dataset!r}"
