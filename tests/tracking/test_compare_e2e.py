@@ -13,7 +13,7 @@ import pytest
 from pipeline.analysis.spread import SPREAD_METRICS, STATS
 from pipeline.analysis.views import EXPLORED
 from pipeline.config import DEFAULT_MARGIN
-from pipeline.training.data import load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from tests.browser import check_study_page, cold_load_seconds
 from tests.tracking.conftest import Store, make_store
 from tracking import cli, names
@@ -207,7 +207,7 @@ def test_comparison_artifacts_are_light(swept):
 def test_study_page_works_offline_in_chromium(swept, tmp_path, mnist_dir, chromium):
     store, _, comparison, _ = swept
     page = download(store, comparison.info.run_id, "study.html", tmp_path)
-    labels = load_mnist(mnist_dir, log=print).test.labels.numpy()[:EXPLORED]
+    labels = Mnist().load(mnist_dir, log=print).test.labels.numpy()[:EXPLORED]
     counts = np.bincount(labels, minlength=10).tolist()  # conv-d3's own codes, drawn first
     check_study_page(page, chromium, counts, tmp_path / "hovered.png", min_colours=8)
     load_s = cold_load_seconds(page, chromium)

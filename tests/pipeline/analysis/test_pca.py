@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.analysis.pca import cache_path, compute_floors, read_cached, residual_mse, write_cache
-from pipeline.training.data import load_mnist
+from pipeline.training.datasets.mnist import Mnist
 
 # FACTS.md, "Analytic references": k -> (centered, uncentered); k=0 is the mean image
 # (centered) and the all-zero output (uncentered).
@@ -37,7 +37,7 @@ def test_floors_are_exact_on_low_rank_data():
 
 @pytest.fixture(scope="module")
 def mnist_floors(mnist_dir: Path):
-    data = load_mnist(mnist_dir, log=lambda line: None)
+    data = Mnist().load(mnist_dir, log=lambda line: None)
     return compute_floors(data.train.images.numpy(), data.test.images.numpy(), data.digest)
 
 
