@@ -112,7 +112,8 @@ class NamedSource:
     ) -> ImageData:
         """ensure, then both splits, the first `limit` images of each (None, or more than
         the split holds: all); the digest depends on how many are kept."""
-        DataConfig(self.name, str(data_dir), train_limit, test_limit)  # ConfigError
+        limits = {"train_limit": train_limit, "test_limit": test_limit}
+        DataConfig(data_dir=str(data_dir), dataset=self.name, **limits)  # ConfigError
         self.ensure(data_dir, log)
         raw_dir = self.raw_dir(data_dir)
         train = self.read(raw_dir, "train", train_limit)
