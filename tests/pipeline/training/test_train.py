@@ -256,7 +256,7 @@ def test_a_divergence_after_epochs_were_recorded_fails_loudly(small):
 def test_reconstruct_returns_cpu_images(small):
     model = build_model("conv", 10)
     out = reconstruct(model, small.test.images[:5])
-    assert out.shape == (5, 28, 28) and out.device.type == "cpu"
+    assert out.shape == (5, 1, 28, 28) and out.device.type == "cpu"
 
 
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(small, tmp_path):
