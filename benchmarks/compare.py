@@ -34,7 +34,7 @@ from mlflow.entities import Metric, Param, Run
 from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.config import DataConfig, ModelConfig, TrainConfig
-from pipeline.training.data import ensure_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.tensors import flush_denormals
 from tracking import names
 from tracking.query import current_experiment_id, find_runs
@@ -203,7 +203,7 @@ def main() -> None:
         parser.error(f"--runs must be at least {len(CONFIGS)}, one per configuration")
     flush_denormals()  # as the entry points do, first thing in the process
     data_dir = str(Path(args.data_dir).absolute())  # the store's folder becomes the cwd
-    ensure_mnist(data_dir, log=lambda _: None)
+    Mnist().ensure(data_dir, log=lambda _: None)
     for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
         del os.environ[key]
     with tempfile.TemporaryDirectory(prefix="compare-bench-") as tmp:

@@ -41,7 +41,7 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from pipeline.config import ConfigError, TrainConfig, check_precision
-from pipeline.training.data import ensure_mnist, limited_size, load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported, prepare_process
 from pipeline.training.models import build_model
 from pipeline.training.tensors import evaluate, flush_denormals, to_model_input
@@ -79,7 +79,7 @@ def reference_worker(conn, kind: str, latent: int, args) -> None:
     if args.train_limit:
         train = Subset(train, range(args.train_limit))
     loader = DataLoader(train, batch_size=128, sampler=EpochPermutation(len(train), args.seed))
-    test = load_mnist(args.data_dir, test_limit=args.test_limit or None, log=lambda _: None).test
+    test = Mnist().load(args.data_dir, test_limit=args.test_limit or None, log=lambda _: None).test
     conn.send("ready")
     for _ in range(args.epochs):
         conn.recv()
@@ -102,7 +102,7 @@ def project_worker(conn, kind: str, latent: int, args, precision: str) -> None:
     flush_denormals()  # as the entry points do, first thing in the process
     prepare_process()
     limits = (args.train_limit or None, args.test_limit or None)  # 0: the whole split
-    data = load_mnist(args.data_dir, *limits, log=lambda _: None)
+    data = Mnist().load(args.data_dir, *limits, log=lambda _: None)
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, precision=precision)
 
     def report(result, model) -> None:
@@ -246,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda: torch finds no CUDA device here\n")
-    ensure_mnist(args.data_dir, log=lambda _: None)
+    Mnist().ensure(args.data_dir, log=lambda _: None)
     gpu = f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""
     print(
         f"host: {cpu_model()}, {instruction_set()}, {bf16_support()}{gpu}, torch "
@@ -254,7 +254,8 @@ def main() -> None:
         f"device {args.device}"
     )
     precisions = precisions_here(args.precisions, torch.device(args.device))
-    n_train = limited_size("train", args.train_limit)
+    whole = Mnist().sizes()["train"]
+    n_train = min(args.train_limit or whole, whole)
     for kind, latent in MODELS:
         print(f"\n{kind} d={latent}")
         out = compare(kind, latent, args, precisions)

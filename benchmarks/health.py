@@ -33,7 +33,7 @@ import torch
 
 from pipeline.config import PRECISIONS, ConfigError, TrainConfig
 from pipeline.training.attempt import Attempt
-from pipeline.training.data import ensure_mnist, load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import Hardware, resolve_hardware
 from pipeline.training.health import (
     HEALTH_WINDOW,
@@ -90,8 +90,8 @@ def main() -> None:
     except ConfigError as err:
         parser.exit(2, f"error: {err}\n")
     flush_denormals()
-    ensure_mnist(args.data_dir)
-    data = load_mnist(args.data_dir, train_limit=args.train_limit, log=lambda _: None)
+    Mnist().ensure(args.data_dir)
+    data = Mnist().load(args.data_dir, train_limit=args.train_limit, log=lambda _: None)
     cpu = torch.device("cpu")
     x, x_test = (to_model_input(s.images, cpu) for s in (data.train, data.test))
     steps = max(args.steps or math.ceil(len(x) / TrainConfig().batch_size), HEALTH_WINDOW)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataConfig, SweepConfig, TrainConfig
-from pipeline.training.data import digest_for_limits
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import FORWARD_PRECISIONS, auto_precision, resolve_device
 from tracking import names
 from tracking.sweep import Step, SweepRequest, reusable_run
 
 VERSION = "test-version"
 DATA = DataConfig("./data", train_limit=1024, test_limit=256)
-DIGEST = digest_for_limits(DATA.train_limit, DATA.test_limit)
+DIGEST = Mnist().digest(DATA.train_limit, DATA.test_limit)  # limits under the split sizes
 
 
 def request(precision: str) -> SweepRequest:

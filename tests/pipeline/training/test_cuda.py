@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.training.data import load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported, resolve_hardware
 from pipeline.training.health import HEALTH_WINDOW
 from pipeline.training.models import build_model
@@ -30,7 +30,7 @@ class Stop(Exception):
 
 @pytest.fixture(scope="module")
 def small(mnist_dir):
-    return load_mnist(mnist_dir, train_limit=2048, test_limit=512, log=lambda _: None)
+    return Mnist().load(mnist_dir, train_limit=2048, test_limit=512, log=lambda _: None)
 
 
 def train(data, cfg=CFG, **kw):

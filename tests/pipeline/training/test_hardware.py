@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, TrainConfig
-from pipeline.training.data import load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import (
     ONEDNN_ISA_CAP,
     amx_bf16_usable,
@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def small(mnist_dir):
-    return load_mnist(mnist_dir, train_limit=1024, test_limit=256, log=lambda _: None)
+    return Mnist().load(mnist_dir, train_limit=1024, test_limit=256, log=lambda _: None)
 
 
 def numbers(result):

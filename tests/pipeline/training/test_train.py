@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pipeline.analysis.latent import encode_all
 from pipeline.config import TrainConfig
 from pipeline.training.attempt import Attempt, NonFiniteLossError
-from pipeline.training.data import load_mnist
+from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import FORWARD_PRECISIONS, bf16_supported, resolve_hardware
 from pipeline.training.health import (
     CONSTANT,
@@ -30,7 +30,7 @@ from pipeline.training.train import TRAIN_EVAL_SIZE, _run_epochs, fit
 
 @pytest.fixture(scope="module")
 def small(mnist_dir):
-    return load_mnist(mnist_dir, train_limit=1024, test_limit=256, log=lambda _: None)
+    return Mnist().load(mnist_dir, train_limit=1024, test_limit=256, log=lambda _: None)
 
 
 def quiet(**kw) -> dict:
@@ -169,7 +169,7 @@ def test_a_real_collapse_is_detected_and_recovered(mnist_dir):
     # seed 0 collapses within 25 steps. It is judged at the end of its window (the whole
     # 32-step run here), not at its first constant look: some constant outputs recover
     # inside the window.
-    data = load_mnist(mnist_dir, train_limit=4096, test_limit=256, log=lambda _: None)
+    data = Mnist().load(mnist_dir, train_limit=4096, test_limit=256, log=lambda _: None)
     build = lambda: ConvAutoencoder(3, init="pytorch")  # noqa: E731
     result = fit(build, data, TrainConfig(epochs=1, seed=0), **quiet())
     assert result.restarts and result.restarts[0].seed == 0
@@ -256,7 +256,7 @@ def test_a_divergence_after_epochs_were_recorded_fails_loudly(small):
 def test_reconstruct_returns_cpu_images(small):
     model = build_model("conv", 10)
     out = reconstruct(model, small.test.images[:5])
-    assert out.shape == (5, 28, 28) and out.device.type == "cpu"
+    assert out.shape == (5, 1, 28, 28) and out.device.type == "cpu"
 
 
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(small, tmp_path):
@@ -294,7 +294,7 @@ def test_a_checkpoint_of_the_last_epoch_cannot_be_resumed(small):
 def test_training_goes_on_from_the_health_window_as_if_trained_in_one_go(mnist_dir):
     """The kept initialisation's window is not trained twice: training goes on from its
     state, and every number and weight matches that initialisation trained in one go."""
-    data = load_mnist(mnist_dir, train_limit=2048, test_limit=256, log=lambda _: None)
+    data = Mnist().load(mnist_dir, train_limit=2048, test_limit=256, log=lambda _: None)
     cfg = TrainConfig(epochs=2, batch_size=8, seed=1)  # 256 steps an epoch: the window ends in it
 
     def build():
