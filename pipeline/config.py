@@ -102,8 +102,9 @@ class Range:
     def words(self, plural: bool = False) -> str:
         """'an integer from 1 to 1000', or its plural 'integers from 1 to 1000'."""
         kind = (("a number", "numbers") if self.real else ("an integer", "integers"))[plural]
-        low = f"over {self.low:g} and at most" if self.low_open else f"from {self.low:g} to"
-        text = f"{kind} {low} {self.high:g}"
+        low, high = (f"{v:g}" if self.real else str(int(v)) for v in (self.low, self.high))
+        low = f"over {low} and at most" if self.low_open else f"from {low} to"
+        text = f"{kind} {low} {high}"
         return f"{text}, or 0 for {self.zero}" if self.zero else text
 
 
@@ -338,11 +339,6 @@ def check_precision(precision: str, device_type: str, bf16_supported: bool) -> N
 
 @dataclass(frozen=True)
 class SweepConfig:
-    datasets: tuple[str, ...] = option(
-        (DEFAULT_DATASET,),
-        "datasets to study, each a name or a folder (see dataset), e.g. mnist,fashion-mnist: "
-        "every configuration and seed on each",
-    )
     latent_dims: tuple[int, ...] = option(
         (3, 10, 100, 250), "the conv models' latent sizes, e.g. 3,10,100,250", within=LATENT
     )
@@ -356,6 +352,11 @@ class SweepConfig:
     )
     parallel: int = option(1, "training steps run at once", within=Range(1, 64))
     force: bool = option(False, "train every step again instead of reusing FINISHED runs")
+    datasets: tuple[str, ...] = option(
+        (DEFAULT_DATASET,),
+        "datasets to study, each a name or a folder (see dataset), e.g. mnist,fashion-mnist: "
+        "every configuration and seed on each",
+    )
 
     def __post_init__(self) -> None:
         _check_ranges(self)

@@ -4,10 +4,11 @@ from dataclasses import fields
 import pytest
 
 from pipeline.config import (
+    LATENT,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
     MAX_STEP_CPUS,
     MAX_STEP_GPUS,
-    PIXELS,
-    SPLIT_SIZES,
     ClusterConfig,
     CompareConfig,
     ConfigError,
@@ -118,19 +119,22 @@ def test_all_images_is_zero_as_a_parameter_and_none_inside():
 # Each numeric parameter's range: (config, parameter, lowest, highest); lr's lowest is
 # excluded (None).
 RANGES = [
-    (ModelConfig, "latent_dim", 1, PIXELS),
+    (ModelConfig, "latent_dim", 1, int(LATENT.high)),
     (TrainConfig, "epochs", 1, 1000),
     (TrainConfig, "lr", None, 10),
-    (TrainConfig, "batch_size", 1, SPLIT_SIZES["train"]),
+    (TrainConfig, "batch_size", 1, MAX_IMAGES),
     (TrainConfig, "seed", 0, 9999),
     (TrainConfig, "max_restarts", 0, 100),
-    (DataConfig, "train_limit", 0, SPLIT_SIZES["train"]),
-    (DataConfig, "test_limit", 0, SPLIT_SIZES["test"]),
-    (SweepConfig, "latent_dims", 1, PIXELS),
-    (SweepConfig, "linear_dim", 1, PIXELS),
+    (DataConfig, "train_limit", 0, MAX_IMAGES),
+    (DataConfig, "test_limit", 0, MAX_IMAGES),
+    (DataConfig, "image_size", 0, MAX_IMAGE_SIZE),
+    (DataConfig, "channels", 0, 3),
+    (SweepConfig, "latent_dims", 1, int(LATENT.high)),
+    (SweepConfig, "linear_dim", 1, int(LATENT.high)),
     (SweepConfig, "seeds", 0, 9999),
     (SweepConfig, "parallel", 1, 64),
     (CompareConfig, "margin", 0, 10),
+    (CompareConfig, "psnr_target", None, 100),
     (ClusterConfig, "step_cpus", None, MAX_STEP_CPUS),
     (ClusterConfig, "step_gpus", 0, MAX_STEP_GPUS),
 ]
@@ -155,7 +159,8 @@ def test_each_numeric_parameter_takes_its_range_and_refuses_what_is_outside(cls,
         with pytest.raises(ConfigError) as info:
             read(value)
         message = str(info.value)
-        assert message.startswith(f"{name} must be ") and re.search(rf"\b{high:g}\b", message), (
+        high_text = f"{high:g}" if isinstance(high, float) else str(high)
+        assert message.startswith(f"{name} must be ") and re.search(rf"\b{high_text}\b", message), (
             message
         )
 

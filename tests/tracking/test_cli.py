@@ -50,7 +50,6 @@ BAD_INPUT = [
     ),
     (["train", "--device", "tpu"], "device must be one of"),
     (["train", "--registered-model", "a/b"], "registered_model must be a name without any of /"),
-    (["train", "--registered-model", " "], "registered_model must be a name"),
     (["train", "--precision", "fp16"], "precision must be one of ['auto', 'fp32', 'bf16']"),
     (["sweep", "--precision", "tf32"], "precision must be one of ['auto', 'fp32', 'bf16']"),
     (["sweep", "--latent-dims", "3,,10"], "latent_dims must be a comma-separated list"),
