@@ -9,7 +9,8 @@ Adam's state are put back afterwards exactly as they were: the graphed attempt t
 same steps as an eager one. Where the warm-up or the capture fails, GraphedStep raises
 with them put back too, and the caller trains eagerly (pipeline.training.attempt).
 
-Only CUDA: the CPU never comes here (pipeline.training.hardware.Hardware.cuda_graphs).
+Only CUDA: the CPU never asks for it (pipeline.training.hardware.Hardware.cuda_graphs), and
+side_stream refuses any other device.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class _Saved:
                     value.zero_()
 
 
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+"""side_stream's, by device index: made at the process's first capture on the device."""
+
+
 def side_stream(device: torch.device) -> torch.cuda.Stream:
     """The process's one side stream on the device, for every warm-up and capture: cuBLAS
     keeps a workspace per stream, so the warm-up on the stream that captures creates it
@@ -63,9 +68,6 @@ def side_stream(device: torch.device) -> torch.cuda.Stream:
     if index not in _SIDE_STREAMS:
         _SIDE_STREAMS[index] = torch.cuda.Stream(index)
     return _SIDE_STREAMS[index]
-
-
-_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
 
 
 @contextlib.contextmanager
