@@ -18,6 +18,7 @@ speed-up over the reference that any float32 implementation could reach here.
     .venv/bin/python -m benchmarks.epoch --epochs 1 --train-limit 2048   # smoke size
     .venv/bin/python -m benchmarks.epoch --precisions fp32   # float32 only
     .venv/bin/python -m benchmarks.epoch --device cuda       # on the GPU, both sides
+    .venv/bin/python -m benchmarks.epoch --device cuda --models conv   # conv d=100 only
 
 bf16 is left out, with a line saying so, where the device has no bfloat16 support. With
 `--device cuda` the exercise's loop moves its model to the GPU and each batch with
@@ -243,7 +244,11 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--models", default="conv,linear", help="of conv d=100, linear d=10")
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.models.split(",")]
+    if unknown := sorted(set(kinds) - {kind for kind, _ in MODELS}):
+        parser.exit(2, f"error: --models: unknown {unknown}; conv, linear or both\n")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda: torch finds no CUDA device here\n")
     Mnist().ensure(args.data_dir, log=lambda _: None)
@@ -256,7 +261,7 @@ def main() -> None:
     precisions = precisions_here(args.precisions, torch.device(args.device))
     whole = Mnist().sizes()["train"]
     n_train = min(args.train_limit or whole, whole)
-    for kind, latent in MODELS:
+    for kind, latent in [(k, d) for k, d in MODELS if k in kinds]:
         print(f"\n{kind} d={latent}")
         out = compare(kind, latent, args, precisions)
         if args.device == "cuda":

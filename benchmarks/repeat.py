@@ -1,15 +1,16 @@
 """Repeat benchmark: the same main job twice, the same seeds, and whether every training
 run's final test MSE came out the same, bit for bit.
 
-Runs `mlflow run <project> -e main` (as `benchmarks.study` does) in one fresh folder, then
-again with `force=true` (so that the second trains every step instead of reusing the
-first's), on the same store. Prints each job's wall time and sweep seconds, then per
+Runs `python -m mlflow run <project> -e main` (as `benchmarks.study` does) in one fresh
+folder, then again with `force=true` (so that the second trains every step instead of
+reusing the first's), on the same store. Prints each job's wall time and sweep seconds, then per
 configuration and seed both MSEs and whether they are equal, and one line with the verdict.
 On a GPU the project's defaults (deterministic kernels) are what make them equal.
 
     .venv/bin/python -m benchmarks.repeat                       # the default study, twice
     .venv/bin/python -m benchmarks.repeat -P seeds=0,1 -P parallel=2
     .venv/bin/python -m benchmarks.repeat -P epochs=1 -P train_limit=2048 -P test_limit=512
+    python -m benchmarks.repeat -P latent_dims=100 -P epochs=2 -P train_limit=8192   # gpu.sh
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Study benchmark: the whole default main job as a user runs it, timed and measured.
 
-Runs `mlflow run <project> -e main --env-manager local --experiment-name
+Runs `python -m mlflow run <project> -e main --env-manager local --experiment-name
 latent-size-study` in a fresh temporary folder, so that it uses MLflow's embedded default
 store (./mlflow.db there), samples the memory of the whole process tree, then reads back
 from the runs the tracking overhead (tracking_seconds against the epochs' training time),
@@ -70,8 +70,10 @@ def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, int]
 
 def main_job(params: list[str]) -> list[str]:
     """`mlflow run` of the main entry point as `make study` runs it, with the project's
-    data and the given `name=value` parameters."""
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT), "-e", "main",
+    data and the given `name=value` parameters. MLflow as a module of this Python: its
+    console script need not lie beside it (on the GPU machine `pip --target` puts it
+    elsewhere)."""
+    cmd = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "main",
            "--env-manager", "local", "--experiment-name", names.EXPERIMENT_NAME,
            "-P", f"data_dir={PROJECT / 'data'}"]  # fmt: skip
     for p in params:

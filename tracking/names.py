@@ -35,11 +35,16 @@ LATENT_SECONDS = "latent_quality_seconds"  # cost of encoding both splits and sc
 # Largest per-pixel std of the final model's outputs over the first 256 test digits; under
 # pipeline.training.health.CONSTANT_STD the output no longer depends on the input: collapsed.
 OUTPUT_STD = "output_std"
+# Training steps that replayed a captured CUDA graph (0: every step ran eagerly, on the CPU,
+# with cuda_graphs=false, or after a capture that failed).
+GRAPH_REPLAYS = "cuda_graph_replays"
 
 # Parameters a training run logs beside its entry point's: what they resolved to here.
 PARAM_DEVICE_USED = "device_used"  # device=auto: cuda or cpu
 PARAM_PRECISION_USED = "precision_used"  # precision=auto: fp32 or bf16 (reuse compares it)
-PARAM_CUDA_GRAPHS_USED = "cuda_graphs_used"  # true only on CUDA with cuda_graphs=true
+# Whether training steps really replayed a captured CUDA graph (GRAPH_REPLAYS > 0): known
+# only once training ended, and logged then.
+PARAM_CUDA_GRAPHS_USED = "cuda_graphs_used"
 PARAM_TF32_USED = "tf32_used"  # float32 convolutions and matmuls in TF32 (CUDA only; false)
 
 # Tags.

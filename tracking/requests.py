@@ -72,14 +72,14 @@ class TrainingRequest:
         return resolve_hardware(self.train, began_in)
 
     def params(self, hardware: Hardware) -> dict[str, object]:
-        """Everything that defines the run, as logged: the parameters as asked, and the
-        hardware they resolved to."""
+        """Everything that defines the run, as logged before it trains: the parameters as
+        asked, and the hardware they resolved to. (Whether CUDA graphs replayed is known
+        once it trained: tracking.training logs it then.)"""
         return {
             **to_params(self.model, self.train, self.data),
             "registered_model": self.registered_model,
             names.PARAM_DEVICE_USED: str(hardware.device),
             names.PARAM_PRECISION_USED: hardware.precision,
-            names.PARAM_CUDA_GRAPHS_USED: str(hardware.cuda_graphs).lower(),
             names.PARAM_TF32_USED: str(hardware.tf32).lower(),
         }
 

@@ -138,6 +138,7 @@ def _log_summary(
         names.RESTARTS: len(result.restarts),
         names.RESTARTS_CONSTANT: sum(r.reason == CONSTANT for r in result.restarts),
         names.RESTARTS_PLATEAU: sum(r.reason == PLATEAU for r in result.restarts),
+        names.GRAPH_REPLAYS: result.graph_replays,
     }
     on_train = {names.FINAL_TRAIN_MSE: result.final_train_mse}
     mlflow.log_metrics(on_test, model_id=model_id, dataset=datasets[TESTING])
@@ -268,17 +269,20 @@ def _train_in_run(run_id: str, request: TrainingRequest) -> str:
     timer, hardware = TrackingTimer(), request.hardware()
     data, logger, datasets, prior_seconds = _start(run_id, request, hardware, timer)
     start = time.perf_counter()
-    result = _fit(run_id, request, hardware, data, logger)
-    seconds = prior_seconds + time.perf_counter() - start
-    quality = _latent_quality(result, data, hardware.device)
-    runs.stop_if_requested()  # the last point at which the run can still end KILLED
-    with timer.timing():
-        description = describe_training(request, hardware, data, result)
-        registered = _register(run_id, request, description, data, result, logger)
-        _log_summary(result, quality, seconds, registered.model_id, datasets)
-        registration = f"Registered as version {registered.version}: `{registered.uri}`."
-        runs.describe_run(f"{description}\n\n{registration}")
-        mlflow.set_tag(names.TAG_REGISTERED_VERSION, registered.version)
+    with hardware.settings():  # every forward of the run: fit's, output_std's, the images'
+        result = _fit(run_id, request, hardware, data, logger)
+        seconds = prior_seconds + time.perf_counter() - start
+        quality = _latent_quality(result, data, hardware.device)
+        runs.stop_if_requested()  # the last point at which the run can still end KILLED
+        with timer.timing():
+            used = result.graph_replays > 0  # captured and replayed: known only now
+            runs.log_new_params({names.PARAM_CUDA_GRAPHS_USED: str(used).lower()})
+            description = describe_training(request, hardware, data, result)
+            registered = _register(run_id, request, description, data, result, logger)
+            _log_summary(result, quality, seconds, registered.model_id, datasets)
+            registration = f"Registered as version {registered.version}: `{registered.uri}`."
+            runs.describe_run(f"{description}\n\n{registration}")
+            mlflow.set_tag(names.TAG_REGISTERED_VERSION, registered.version)
     mlflow.log_metric(names.TRACKING_SECONDS, timer.seconds)
     print(
         f"registered {request.registered_model} version {registered.version} as "

@@ -3,7 +3,9 @@ seed, stepped one batch at a time, and saved to (or restored from) a checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -17,13 +19,15 @@ from pipeline.training.hardware import Hardware
 from pipeline.training.tensors import prepare_model
 
 FINITE_CHECK_EVERY = 10  # steps between loss checks (each one syncs a GPU)
+LOG = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2  # 2: restarts (constant or plateau) replace format 1's collapses
 
 StepCallback = Callable[[], None]
 Checkpoint = dict
 """Everything needed to continue training exactly where it stopped: model, optimiser and
-batch-order state, the step, the seed kept, the precision trained in, and the epochs and
-restarts so far. Plain tensors, numbers and lists, so that ``torch.load(...,
+batch-order state, the step, the seed kept, the precision trained in, the epochs and
+restarts so far, and how many steps replayed a CUDA graph (graph_replays; absent before
+it was recorded: 0). Plain tensors, numbers and lists, so that ``torch.load(...,
 weights_only=True)`` reads it without unpickling code."""
 
 
@@ -75,6 +79,8 @@ class Attempt:
         self.model = prepare_model(build(), hardware.device)
         self.optimizer = _make_optimizer(self.model, cfg, hardware)
         self.graphed: GraphedStep | None = None  # captured at the first full batch
+        self.capture_failed = False  # then every step of this attempt runs eagerly
+        self.replays_before = 0  # steps replayed by graphs given up (a resume's, a checkpoint's)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
         self.partial: Partial | None = None  # the first epoch, where the window ended in it
@@ -84,12 +90,17 @@ class Attempt:
         order = torch.randperm(len(x), generator=self.generator).to(x.device, non_blocking=True)
         return list(order.split(self.batch_size))
 
+    @property
+    def graph_replays(self) -> int:
+        """How many of this attempt's steps replayed a captured graph."""
+        return self.replays_before + (self.graphed.replays if self.graphed else 0)
+
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a batch; returns the batch's (detached) mean loss. With
         CUDA graphs a full batch replays the step captured at the first one; a shorter one
-        (an epoch's last) runs eagerly."""
-        if self.hardware.cuda_graphs and self.graphed is None and len(batch) == self.batch_size:
-            self.graphed = GraphedStep(self._step, self.model, self.optimizer, batch)
+        (an epoch's last) runs eagerly, and so does every step after a capture that failed."""
+        if self._capture_due(batch):
+            self.graphed = self._capture(batch)
         if self.graphed is not None and self.graphed.fits(batch):
             loss = self.graphed(batch)
         else:
@@ -98,6 +109,27 @@ class Attempt:
         if self.on_step is not None:
             self.on_step()
         return loss
+
+    def _capture_due(self, batch: torch.Tensor) -> bool:
+        wanted = self.hardware.cuda_graphs and not self.capture_failed
+        return wanted and self.graphed is None and len(batch) == self.batch_size
+
+    def _capture(self, batch: torch.Tensor) -> GraphedStep | None:
+        """The step captured on the batch's shape; None where the capture fails, with a
+        loud warning: this attempt then trains eagerly, from the weights and optimiser
+        state the failed capture left as they were, and records no replays for it."""
+        try:
+            return GraphedStep(self._step, self.model, self.optimizer, batch)
+        except Exception as exc:  # whatever CUDA raised: the run goes on without the graph
+            self.capture_failed = True
+            why = (str(exc).splitlines() or [""])[0]
+            message = (
+                f"CUDA graph capture failed at step {self.step} of seed {self.seed} "
+                f"({type(exc).__name__}: {why}); training goes on eagerly, kernel by kernel"
+            )
+            LOG.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return None
 
     def _step(self, batch: torch.Tensor) -> torch.Tensor:
         """The step itself. In bf16 only the forward runs under autocast: the loss is
@@ -123,6 +155,7 @@ class Attempt:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "graph_replays": self.graph_replays,
             "history": [asdict(r) for r in history],
             "restarts": [asdict(r) for r in restarts],
         }
@@ -131,6 +164,7 @@ class Attempt:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])  # new state tensors: ...
         self.graphed = None  # ... a graph captured before would update the old ones
+        self.replays_before = checkpoint.get("graph_replays", 0)
         for group in self.optimizer.param_groups:  # the checkpoint's may be another device's
             group["capturable"] = self.hardware.cuda_graphs
         self.generator.set_state(checkpoint["generator"])

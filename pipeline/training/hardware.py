@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.config import TrainConfig, check_precision
+from pipeline.config import ConfigError, TrainConfig, check_precision
 
 FORWARD_PRECISIONS = ("fp32", "bf16")
 """What a training forward runs in; precision=auto resolves to one of them."""
@@ -35,6 +35,8 @@ costs here (docs/performance.md). Recorded on every run (tracking.requests)."""
 CUBLAS_WORKSPACE = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 """What deterministic cuBLAS needs (PyTorch's reproducibility notes). cuBLAS reads it once,
 at its first use in the process: prepare_process sets it before any CUDA work."""
+DETERMINISTIC_CUBLAS_WORKSPACES = (":4096:8", ":16:8")
+"""The values of CUBLAS_WORKSPACE_CONFIG under which torch lets cuBLAS run deterministically."""
 
 
 def prepare_process() -> None:
@@ -129,50 +131,77 @@ class Hardware:
             return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def settings(self) -> Iterator[None]:
+    def settings(self) -> contextlib.AbstractContextManager:
         """torch's process-wide settings for training on this hardware, restored after.
-        On the CPU: none (its path stays as it always was). On CUDA: TF32 as CUDA_TF32
-        says, and with `deterministic` deterministic algorithms, cuDNN's deterministic
-        kernels and no autotuning (uninitialised memory is not filled: it costs a kernel
-        per allocation and this model reads none)."""
+        On the CPU: none (its path stays as it always was). On CUDA: cuda_settings."""
         if self.device.type != "cuda":
-            yield
-            return
-        prepare_process()
-        backends, deterministic = torch.backends, torch.utils.deterministic
-        before = (
-            torch.are_deterministic_algorithms_enabled(),
-            backends.cudnn.deterministic,
-            backends.cudnn.benchmark,
-            deterministic.fill_uninitialized_memory,
-            backends.cudnn.conv.fp32_precision,
-            backends.cuda.matmul.fp32_precision,
+            return contextlib.nullcontext()
+        return cuda_settings(self.deterministic, self.tf32)
+
+
+@contextlib.contextmanager
+def cuda_settings(deterministic: bool, tf32: bool) -> Iterator[None]:
+    """torch's process-wide settings for training on CUDA, restored after: TF32 as `tf32`
+    says, and with `deterministic` deterministic algorithms, cuDNN's deterministic kernels
+    and no autotuning (uninitialised memory is not filled: it costs a kernel per allocation
+    and this model reads none). ConfigError where `deterministic` meets a cuBLAS workspace
+    that is not a deterministic one.
+
+    TF32 through torch's legacy flags only (torch.backends.cudnn.allow_tf32,
+    torch.backends.cuda.matmul.allow_tf32): each of them also sets the new API's values
+    (fp32_precision), so both read alike. The new API alone cannot do that: setting
+    cudnn.conv.fp32_precision leaves the legacy cuDNN flag as it was, and reading
+    torch.backends.cudnn.allow_tf32 then raises ("a mix of the legacy and new APIs")."""
+    prepare_process()
+    if deterministic:
+        check_cublas_workspace(os.environ.get(CUBLAS_WORKSPACE[0]))
+    backends, fill = torch.backends, torch.utils.deterministic
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+        fill.fill_uninitialized_memory,
+        backends.cudnn.allow_tf32,
+        backends.cuda.matmul.allow_tf32,
+    )
+    try:
+        torch.use_deterministic_algorithms(deterministic)
+        backends.cudnn.deterministic = deterministic
+        backends.cudnn.benchmark = False
+        fill.fill_uninitialized_memory = False
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = tf32
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        backends.cudnn.deterministic, backends.cudnn.benchmark = before[1:3]
+        fill.fill_uninitialized_memory = before[3]
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before[4:]
+
+
+def check_cublas_workspace(value: str | None) -> None:
+    """ConfigError unless CUBLAS_WORKSPACE_CONFIG (None: unset, prepare_process sets it) is
+    one that deterministic cuBLAS accepts. cuBLAS reads it once, at its first use in the
+    process: a wrong one would fail the run at its first matrix multiply, or later."""
+    if value is not None and value not in DETERMINISTIC_CUBLAS_WORKSPACES:
+        raise ConfigError(
+            f"deterministic=true needs {CUBLAS_WORKSPACE[0]} unset or one of "
+            f"{list(DETERMINISTIC_CUBLAS_WORKSPACES)} (got {value!r}): unset it, set it so, "
+            "or train with -P deterministic=false"
         )
-        fp32 = "tf32" if self.tf32 else "ieee"
-        try:
-            torch.use_deterministic_algorithms(self.deterministic)
-            backends.cudnn.deterministic = self.deterministic
-            backends.cudnn.benchmark = False
-            deterministic.fill_uninitialized_memory = False
-            backends.cudnn.conv.fp32_precision = backends.cuda.matmul.fp32_precision = fp32
-            yield
-        finally:
-            torch.use_deterministic_algorithms(before[0])
-            backends.cudnn.deterministic, backends.cudnn.benchmark = before[1:3]
-            deterministic.fill_uninitialized_memory = before[3]
-            backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = before[4:]
 
 
 def resolve_hardware(cfg: TrainConfig, precision: str | None = None) -> Hardware:
     """The hardware that cfg asks for on this machine. `precision`, where given (a resumed
     run's, from its checkpoint), replaces cfg's: a run keeps the precision it began in.
-    ConfigError where bf16 is asked for and the device has none."""
+    ConfigError where bf16 is asked for and the device has none, and where deterministic
+    kernels on CUDA meet a cuBLAS workspace that is not deterministic (before any training)."""
     device = resolve_device(cfg.device)
     used = precision_used(precision or cfg.precision, device)
     if used == "bf16":
         check_precision(used, device.type, bf16_supported(device))
     cuda = device.type == "cuda"
+    if cfg.deterministic and cuda:
+        check_cublas_workspace(os.environ.get(CUBLAS_WORKSPACE[0]))
     return Hardware(
         device, used, cfg.cuda_graphs and cuda, cfg.deterministic and cuda, CUDA_TF32 and cuda
     )

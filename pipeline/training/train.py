@@ -85,6 +85,10 @@ class TrainResult:
     """The training set's codes with the final weights (n, d), from the same pass."""
     test_codes: torch.Tensor | None = None
     """The test set's codes with the final weights (n, d), from the last epoch's test MSE."""
+    graph_replays: int = 0
+    """How many of the kept initialisation's steps replayed a captured CUDA graph (a
+    resumed run's before its stop included): 0 where none was captured, or its capture
+    failed and every step ran eagerly."""
 
     @property
     def final(self) -> EpochResult:
@@ -253,7 +257,9 @@ def fit(
                 on_epoch_end(result, att.model)
 
         final = _run_epochs(att, (x_train, x_test), cfg, history, after_epoch, log)
-        result = TrainResult(att.model, history, att.seed, restarts)
+        result = TrainResult(
+            att.model, history, att.seed, restarts, graph_replays=att.graph_replays
+        )
         final.finish(att.model, x_train, result)  # check_resumable: the last epoch ran here
         return result
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.study import job_env, main_job
 from pipeline.training.hardware import auto_precision, bf16_supported
 from tracking.host import KERNEL_LIMITS, cpu_model
 
@@ -91,6 +92,37 @@ def test_study_benchmark_prints_wall_time_memory_and_overhead(tmp_path):
     assert f"on {cpu_model()}, " in sweep and "no GPU" in sweep
 
 
+def test_the_main_job_starts_mlflow_as_a_module_of_this_python(tmp_path):
+    """As on the GPU machine, where `pip --target` puts mlflow's console script far from
+    the interpreter: with no `mlflow` to find on PATH, the job's command still starts it."""
+    cmd = main_job(["epochs=1"])
+    assert cmd[:4] == [sys.executable, "-m", "mlflow", "run"]
+    env = {**job_env(), "PATH": os.defpath}
+    assert not any((Path(folder) / "mlflow").exists() for folder in os.defpath.split(os.pathsep))
+    result = subprocess.run(
+        [*cmd, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Usage: python -m mlflow run" in result.stdout and "--entry-point" in result.stdout
+
+
+def test_gpu_harness_stops_at_once_without_cuda(tmp_path):
+    """One clear line and a non-zero exit, before any part runs or writes a file."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the harness would run")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "benchmarks" / "gpu.sh")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"benchmarks/gpu.sh: no CUDA device here (torch.cuda.is_available() is False in "
+        f"{sys.executable}): run it on the GPU machine"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_repeat_benchmark_trains_the_same_study_twice_and_finds_the_same_bits(tmp_path):
     params = ["latent_dims=3", "epochs=1", "train_limit=1024", "test_limit=256"]
     out = run_benchmark("repeat", *(a for p in params for a in ("-P", p)), cwd=tmp_path)
@@ -110,6 +142,15 @@ def test_step_benchmark_times_the_eager_step_where_there_are_no_graphs(tmp_path)
         (p, b, "eager") for p in here() for b in ("32", "64")
     }
     assert all(row[3] == "deterministic" and float(row[-1]) > 0 for row in rows)
+
+
+def test_step_probe_reports_versions_and_each_precision_alone(tmp_path):
+    """On the CPU the probe's steps are eager; bf16 without kernels still runs (slowly,
+    in reference loops) or fails alone. Either way every row is reported."""
+    out = run_benchmark("step", "--probe", "--device", "cpu", cwd=tmp_path)
+    assert out.startswith(f"device: {cpu_model()}, ") and f"torch {torch.__version__}, CUDA" in out
+    rows = [row for row in map(str.split, out.splitlines()) if row[1:3] == ["128", "eager"]]
+    assert [row[0] for row in rows] == ["fp32", "bf16"]
 
 
 def test_compare_benchmark_times_a_finished_comparison_of_every_run(tmp_path, mnist_dir):

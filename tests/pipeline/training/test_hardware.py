@@ -1,4 +1,5 @@
-"""How training runs, resolved once: precision=auto, and a resumed run's precision."""
+"""How training runs, resolved once: precision=auto, a resumed run's precision, and the
+process-wide settings of training on CUDA (torch's flags for them exist without a GPU)."""
 
 import copy
 
@@ -8,10 +9,13 @@ import torch
 from pipeline.config import ConfigError, TrainConfig
 from pipeline.training.datasets.mnist import Mnist
 from pipeline.training.hardware import (
+    CUBLAS_WORKSPACE,
     ONEDNN_ISA_CAP,
     amx_bf16_usable,
     auto_precision,
     bf16_supported,
+    check_cublas_workspace,
+    cuda_settings,
     isa_cap_allows_amx,
     resolve_hardware,
 )
@@ -99,3 +103,54 @@ def test_a_resumed_run_keeps_the_precision_it_began_in(small):
         lambda: build_model("conv", 10), small, asked_bf16, resume=states[0], log=lambda _: None
     )
     assert numbers(resumed) == numbers(whole)
+
+
+def legacy_tf32_flags() -> tuple:
+    """What code written for torch's legacy TF32 API reads: each raises where the legacy
+    and the new API were mixed."""
+    return (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_cuda_settings_set_tf32_so_that_both_apis_read_it_and_restore_it(tf32):
+    before = legacy_tf32_flags()
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    with cuda_settings(deterministic=True, tf32=tf32):
+        assert legacy_tf32_flags()[:2] == (tf32, tf32)
+        assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
+        new_api = (
+            torch.backends.cudnn.conv.fp32_precision,
+            torch.backends.cuda.matmul.fp32_precision,
+        )
+        assert all((value == "tf32") is tf32 for value in new_api), new_api
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+    assert legacy_tf32_flags() == before
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+    ) == flags
+
+
+@pytest.mark.parametrize("value", [None, ":4096:8", ":16:8"])
+def test_deterministic_cublas_workspaces_pass(value):
+    check_cublas_workspace(value)
+
+
+@pytest.mark.parametrize("value", [":0:0", "4096:8", ":4096:2", ""])
+def test_deterministic_kernels_refuse_another_cublas_workspace_before_any_setting(
+    value, monkeypatch
+):
+    monkeypatch.setenv(CUBLAS_WORKSPACE[0], value)
+    refused = pytest.raises(
+        ConfigError, match=f"CUBLAS_WORKSPACE_CONFIG unset or one of .*{value!r}"
+    )
+    with refused, cuda_settings(deterministic=True, tf32=False):
+        pass
+    assert not torch.are_deterministic_algorithms_enabled()
+    with cuda_settings(deterministic=False, tf32=False):  # nondeterministic kernels: any
+        assert not torch.are_deterministic_algorithms_enabled()
