@@ -99,9 +99,14 @@ class SweepRequest:
     registered_model: str = ""
     cluster: ClusterConfig = ClusterConfig()
 
-    def steps(self, sources: dict[str, Source]) -> list[Step]:
+    def sources(self) -> dict[str, Source]:
+        """Each dataset's source (pipeline.training.datasets.resolve), by its parameter."""
+        return {ds: datasets.resolve(data_for(self.data, ds)) for ds in self.sweep.datasets}
+
+    def steps(self, sources: dict[str, Source] | None = None) -> list[Step]:
         """Every configuration on every dataset for the first seed, then for the next: a
-        sweep stopped early has whole seeds. `sources`: each dataset's, resolved."""
+        sweep stopped early has whole seeds. `sources`: each dataset's, where resolved."""
+        sources = self.sources() if sources is None else sources
         sweep = self.sweep
         configs = [("conv", d) for d in sweep.latent_dims] + [("linear", sweep.linear_dim)]
         return [
@@ -201,10 +206,7 @@ def run_sweep(request: SweepRequest, sources: dict[str, Source] | None = None) -
     parent's run id."""
     version = runs.code_version()
     tags = {names.TAG_ROLE: names.ROLE_SWEEP, names.TAG_CODE_VERSION: version}
-    if sources is None:
-        sources = {
-            ds: datasets.resolve(data_for(request.data, ds)) for ds in request.sweep.datasets
-        }
+    sources = request.sources() if sources is None else sources
     with runs.tracked_run(names.dated_run_name("sweep"), tags) as parent:
         steps = _begin(request, sources)
         experiment_id = parent.info.experiment_id

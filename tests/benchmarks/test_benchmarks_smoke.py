@@ -255,3 +255,13 @@ def test_layer_benchmark_checks_and_times_every_formulation_of_every_layer(tmp_p
     assert ("bf16 left out: precision must be auto or fp32 here" in out) == (
         "bf16" not in precisions
     )
+
+
+def test_datasets_benchmark_prints_both_pairs_and_their_ratios(tmp_path, mnist_dir, fashion_dir):
+    assert mnist_dir == fashion_dir  # one data dir holds both
+    sizes = ["--train-limit", "512", "--data-dir", str(mnist_dir), "--latent-dim", "10"]
+    out = run_benchmark("datasets", "--epochs", "2", *sizes, cwd=tmp_path)
+    assert out.startswith(f"host: {cpu_model()}, {torch.backends.cpu.get_cpu_capability()}")
+    for side in ("mnist", "fashion-mnist", "1x28x28", "3x32x32"):
+        assert f"{side}: median " in out
+    assert "fashion-mnist / mnist: " in out and "3x32x32 / 1x28x28: " in out

@@ -13,7 +13,7 @@ from tracking.cli import EXIT_BAD_INPUT, main
         (["--margin", "ten"], "margin must be a number"),
         (["--all-finished", "maybe"], "all_finished must be true or false"),
         (["--parent-run-id", "abc", "--all-finished"], "not both"),
-        (["--registered-model", " "], "registered_model must be a name without any of /"),
+        (["--registered-model", "a/b"], "registered_model must be a name without any of /"),
     ],
 )
 def test_bad_compare_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch):
