@@ -53,18 +53,22 @@ when it registers, after training (tests/tracking/test_cli.py compares the two r
 @dataclass(frozen=True)
 class Registry:
     registered_model: str = option(
-        "",
-        "registered model: a version and alias per training run, the champion alias (empty: "
+        names.AUTO_REGISTERED_MODEL,
+        "registered model: a version and alias per training run, the champion alias (auto: "
         "each dataset's own, <dataset>-autoencoder)",
     )
 
     def __post_init__(self) -> None:
-        if self.registered_model:
+        if self.names_one:
             check_model_name(self.registered_model)
+
+    @property
+    def names_one(self) -> bool:
+        return names.names_one_model(self.registered_model)
 
     def for_dataset(self, dataset: str) -> str:
         """The registered model of a dataset's runs: the one named, else the dataset's own."""
-        name = self.registered_model or names.registered_model_for(dataset)
+        name = names.registered_model_for(dataset, self.registered_model)
         check_model_name(name)
         return name
 
@@ -201,10 +205,10 @@ def _check_cluster(cluster: ClusterConfig, train: TrainConfig, data: DataConfig)
 def _sweep(c: Configs) -> Callable[[], object]:
     sweep, cluster, registry = c[SweepConfig], c[ClusterConfig], c[Registry]
     train = replace(c[TrainConfig], seed=sweep.seeds[0])
-    if registry.registered_model and len(sweep.datasets) > 1:
+    if registry.names_one and len(sweep.datasets) > 1:
         raise ConfigError(
             "registered_model names one registered model: with several datasets leave it "
-            "empty, and each dataset's runs go to <dataset>-autoencoder"
+            "auto, and each dataset's runs go to <dataset>-autoencoder"
         )
     sources = _sweep_sources(sweep, c[DataConfig])
     for source in sources.values():
@@ -214,7 +218,8 @@ def _sweep(c: Configs) -> Callable[[], object]:
     def work() -> object:
         from tracking.sweep import SweepRequest, run_sweep
 
-        request = SweepRequest(sweep, c[DataConfig], train, registry.registered_model, cluster)
+        given = registry.registered_model if registry.names_one else ""
+        request = SweepRequest(sweep, c[DataConfig], train, given, cluster)
         return run_sweep(request, sources)
 
     return work
@@ -238,14 +243,15 @@ def _sweep_sources(sweep: SweepConfig, data: DataConfig) -> dict:
 
 
 def _compare(c: Configs) -> Callable[[], object]:
-    config, selection, registered = c[CompareConfig], c[Selection], c[Registry].registered_model
+    config, selection, registry = c[CompareConfig], c[Selection], c[Registry]
+    registered = registry.registered_model if registry.names_one else ""
     check_writable(config.data_dir)
     from tracking.query import find_runs
     from tracking.registry import RegistryError, require_registered_model
 
     runs = find_runs(selection.parent, selection.all_finished)  # none to compare: bad input
     try:
-        if registered:  # empty: each dataset's own, from its runs (tracking.compare)
+        if registered:  # "": each dataset's own, from its runs (tracking.compare)
             require_registered_model(registered)  # where the champion alias goes
     except RegistryError as exc:
         raise ConfigError(str(exc)) from None

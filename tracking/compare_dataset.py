@@ -212,7 +212,8 @@ def _registered(runs: pd.DataFrame, run_id: str, given: str, dataset: str) -> st
         if "registered_model" in runs
         else None
     )
-    return logged if isinstance(logged, str) and logged else names.registered_model_for(dataset)
+    logged = logged if isinstance(logged, str) else ""
+    return names.registered_model_for(dataset, logged)  # "auto", or '' from `mlflow run`
 
 
 def dataset_study(

@@ -109,9 +109,9 @@ def prepare_resume(run_id: str) -> TrainingRequest:
         check_resumable(state, train)
     except ValueError as exc:
         raise ResumeError(f"{label}: {exc}") from None
-    registered = params.get("registered_model", names.DEFAULT_REGISTERED_MODEL)
     model, data = from_params(ModelConfig, params), from_params(DataConfig, params)
     name = _check_same_data(run, data, label)
+    registered = names.registered_model_for(name, params.get("registered_model", ""))
     return TrainingRequest(model, data, train, registered, name, run_id, state)
 
 

@@ -311,7 +311,7 @@ def _compare(parent_run_id: str, request: SweepRequest, source: dict[str, str]) 
         "parent_run_id": parent_run_id,
         "all_finished": "false",
         **{k: str(v) for k, v in to_params(config).items()},
-        "registered_model": request.registered_model,
+        "registered_model": request.registered_model or names.AUTO_REGISTERED_MODEL,
     }
     try:
         runset = find_runs(parent_run_id)

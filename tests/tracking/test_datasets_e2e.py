@@ -48,7 +48,7 @@ def test_a_fashion_mnist_run_is_named_tagged_and_registered_as_its_dataset(fashi
     assert run.info.run_name == "fashion-mnist-conv-d10-s0"
     assert run.data.tags[names.TAG_DATASET] == "fashion-mnist"
     assert run.data.params["dataset"] == "fashion-mnist"
-    assert run.data.params["registered_model"] == "fashion-mnist-autoencoder"
+    assert run.data.params["registered_model"] == "auto"  # as asked: the dataset's own
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"fashion-mnist-training", "fashion-mnist-testing"}
     version = store.client.get_model_version_by_alias(
