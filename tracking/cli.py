@@ -66,6 +66,11 @@ class Registry:
     def names_one(self) -> bool:
         return names.names_one_model(self.registered_model)
 
+    @property
+    def given(self) -> str:
+        """The model named, or "" for each dataset's own."""
+        return self.registered_model if self.names_one else ""
+
     def for_dataset(self, dataset: str) -> str:
         """The registered model of a dataset's runs: the one named, else the dataset's own."""
         name = names.registered_model_for(dataset, self.registered_model)
@@ -218,8 +223,7 @@ def _sweep(c: Configs) -> Callable[[], object]:
     def work() -> object:
         from tracking.sweep import SweepRequest, run_sweep
 
-        given = registry.registered_model if registry.names_one else ""
-        request = SweepRequest(sweep, c[DataConfig], train, given, cluster)
+        request = SweepRequest(sweep, c[DataConfig], train, registry.given, cluster)
         return run_sweep(request, sources)
 
     return work
@@ -230,12 +234,8 @@ def _sweep_sources(sweep: SweepConfig, data: DataConfig) -> dict:
     every configuration checked against it; ConfigError for the first that fails."""
     from tracking.sweep import data_for
 
-    models = [ModelConfig("conv", d) for d in sweep.latent_dims]
-    models.append(ModelConfig("linear", sweep.linear_dim))
-    sources = {}
-    for dataset in sweep.datasets:
-        biggest = max(models, key=lambda m: m.latent_dim)
-        sources[dataset] = _check_data(data_for(data, dataset), biggest)
+    biggest = ModelConfig("conv", max(*sweep.latent_dims, sweep.linear_dim))
+    sources = {ds: _check_data(data_for(data, ds), biggest) for ds in sweep.datasets}
     names_ = [s.name for s in sources.values()]
     if len(set(names_)) < len(names_):
         raise ConfigError(f"datasets must name different data (their names: {', '.join(names_)})")
@@ -243,8 +243,7 @@ def _sweep_sources(sweep: SweepConfig, data: DataConfig) -> dict:
 
 
 def _compare(c: Configs) -> Callable[[], object]:
-    config, selection, registry = c[CompareConfig], c[Selection], c[Registry]
-    registered = registry.registered_model if registry.names_one else ""
+    config, selection, registered = c[CompareConfig], c[Selection], c[Registry].given
     check_writable(config.data_dir)
     from tracking.query import find_runs
     from tracking.registry import RegistryError, require_registered_model

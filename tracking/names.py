@@ -124,17 +124,15 @@ AUTO_REGISTERED_MODEL = "auto"
 """The registered_model parameter's default: each dataset's own (registered_model_for)."""
 
 
-def registered_model_for(dataset: str, given: str = AUTO_REGISTERED_MODEL) -> str:
-    """The registered model of a dataset's runs: the one given, else (auto, or empty as
-    `mlflow run` logs an empty parameter: '') the dataset's own, "<dataset>-autoencoder"."""
-    if given.strip() in ("", "''", '""', AUTO_REGISTERED_MODEL):
-        return f"{dataset}-autoencoder"
-    return given
-
-
 def names_one_model(given: str) -> bool:
-    """Whether a registered_model parameter names a model (rather than each dataset's)."""
-    return registered_model_for("", given) == given
+    """Whether a registered_model parameter names a model, rather than each dataset's own
+    (auto, or empty as `mlflow run` logs an empty parameter: '')."""
+    return given.strip() not in ("", "''", '""', AUTO_REGISTERED_MODEL)
+
+
+def registered_model_for(dataset: str, given: str = AUTO_REGISTERED_MODEL) -> str:
+    """The registered model of a dataset's runs: the one given, else "<dataset>-autoencoder"."""
+    return given if names_one_model(given) else f"{dataset}-autoencoder"
 
 
 def dated_run_name(prefix: str) -> str:
